@@ -1,0 +1,42 @@
+# The README's two commands: `make demo` and `make test`. Both bootstrap .venv.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+export DAGSTER_HOME ?= $(CURDIR)/.sizeagg/dagster_home
+BUSINESS_TZ := $(or $(SIZEAGG_TIMEZONE),Asia/Shanghai)
+PORT ?= 3000
+
+.PHONY: venv demo test ui lint bench clean
+
+$(STAMP): setup.py pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	touch $@
+
+venv: $(STAMP)
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+demo: venv $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/sizeagg init-db
+	$(BIN)/sizeagg demo-data --instances 20 --databases 15 --days 120
+	$(BIN)/sizeagg run --date $$(TZ=$(BUSINESS_TZ) date -d '14 days ago' +%F)..$$(TZ=$(BUSINESS_TZ) date -d yesterday +%F)
+	$(BIN)/sizeagg sessions --limit 14
+	@echo
+	@echo "Open the UI on these runs: make ui, then http://127.0.0.1:$(PORT)"
+
+test: venv
+	$(BIN)/pytest -q
+
+ui: venv $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster dev -h 127.0.0.1 -p $(PORT) -w workspace.yaml
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf .sizeagg

@@ -1,0 +1,283 @@
+"""The one module that knows the schema: the seven tables of contract §1.
+
+Table and column names are the origin platform's, so sizeagg can be pointed at an
+existing database of that platform. Every default lives in the database (other
+programs write these tables with plain SQL), and every ``id`` auto-increments on
+every backend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = sa.MetaData()
+
+# An INTEGER PRIMARY KEY is SQLite's auto-incrementing rowid; BIGINT is not.
+Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+Json = sa.JSON().with_variant(JSONB(), "postgresql")
+Percent = sa.Numeric(10, 2)
+PERCENT_LIMIT_HUNDREDTHS = 9_999_999_999  # ±99,999,999.99, the numeric(10,2) bound
+
+
+def _ts(name: str, *, nullable: bool = True, default_now: bool = False) -> sa.Column:
+    return sa.Column(
+        name,
+        sa.DateTime(timezone=True),
+        nullable=nullable,
+        server_default=sa.func.now() if default_now else None,
+    )
+
+
+def _id() -> sa.Column:
+    return sa.Column("id", Id, primary_key=True, autoincrement=True)
+
+
+instances = sa.Table(
+    "instances",
+    metadata,
+    _id(),
+    sa.Column("name", sa.String(255), nullable=False, unique=True),
+    sa.Column("db_type", sa.String(50), nullable=False),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("port", sa.Integer, nullable=False),
+    sa.Column("is_active", sa.Boolean, nullable=False, server_default=sa.true()),
+    _ts("deleted_at"),
+    _ts("created_at", default_now=True),
+    _ts("updated_at", default_now=True),
+)
+
+database_size_stats = sa.Table(
+    "database_size_stats",
+    metadata,
+    _id(),
+    sa.Column("instance_id", sa.Integer, nullable=False),
+    sa.Column("database_name", sa.String(255), nullable=False),
+    sa.Column("size_mb", sa.BigInteger, nullable=False),
+    sa.Column("data_size_mb", sa.BigInteger),
+    sa.Column("log_size_mb", sa.BigInteger),
+    sa.Column("collected_date", sa.Date, nullable=False),
+    _ts("collected_at", nullable=False, default_now=True),
+    _ts("created_at", nullable=False, default_now=True),
+    sa.UniqueConstraint("instance_id", "database_name", "collected_date", name="uq_daily_database_size"),
+    sa.Index("ix_database_size_stats_collected_date", "collected_date"),
+)
+
+instance_size_stats = sa.Table(
+    "instance_size_stats",
+    metadata,
+    _id(),
+    sa.Column("instance_id", sa.Integer, nullable=False),
+    sa.Column("total_size_mb", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("database_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("collected_date", sa.Date, nullable=False),
+    _ts("collected_at", nullable=False, default_now=True),
+    sa.Column("is_deleted", sa.Boolean, nullable=False, server_default=sa.false()),
+    _ts("deleted_at"),
+    _ts("created_at", default_now=True),
+    _ts("updated_at", default_now=True),
+    sa.Index("ix_instance_size_stats_collected_date", "collected_date"),
+)
+sa.Index(
+    "uq_instance_size_stats_instance_date",
+    instance_size_stats.c.instance_id,
+    instance_size_stats.c.collected_date,
+    unique=True,
+    postgresql_where=instance_size_stats.c.is_deleted.is_(sa.false()),
+    sqlite_where=instance_size_stats.c.is_deleted.is_(sa.false()),
+)
+
+# The unique keys of the aggregate tables lead with (period_type, period_start):
+# one partition's slice is then contiguous in the index instead of scattered over
+# every instance's pages (performance-notes §5). Same columns, same uniqueness.
+database_size_aggregations = sa.Table(
+    "database_size_aggregations",
+    metadata,
+    _id(),
+    sa.Column("instance_id", sa.Integer, nullable=False),
+    sa.Column("database_name", sa.String(255), nullable=False),
+    sa.Column("period_type", sa.String(20), nullable=False),
+    sa.Column("period_start", sa.Date, nullable=False),
+    sa.Column("period_end", sa.Date, nullable=False),
+    sa.Column("avg_size_mb", sa.BigInteger, nullable=False),
+    sa.Column("max_size_mb", sa.BigInteger, nullable=False),
+    sa.Column("min_size_mb", sa.BigInteger, nullable=False),
+    sa.Column("data_count", sa.Integer, nullable=False),
+    sa.Column("avg_data_size_mb", sa.BigInteger),
+    sa.Column("max_data_size_mb", sa.BigInteger),
+    sa.Column("min_data_size_mb", sa.BigInteger),
+    sa.Column("avg_log_size_mb", sa.BigInteger),
+    sa.Column("max_log_size_mb", sa.BigInteger),
+    sa.Column("min_log_size_mb", sa.BigInteger),
+    sa.Column("size_change_mb", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("size_change_percent", Percent, nullable=False, server_default="0"),
+    sa.Column("data_size_change_mb", sa.BigInteger),
+    sa.Column("data_size_change_percent", Percent),
+    sa.Column("log_size_change_mb", sa.BigInteger),
+    sa.Column("log_size_change_percent", Percent),
+    sa.Column("growth_rate", Percent, nullable=False, server_default="0"),
+    _ts("calculated_at", nullable=False, default_now=True),
+    _ts("created_at", nullable=False, default_now=True),
+    sa.UniqueConstraint(
+        "period_type",
+        "period_start",
+        "instance_id",
+        "database_name",
+        name="uq_database_size_aggregation",
+    ),
+)
+
+instance_size_aggregations = sa.Table(
+    "instance_size_aggregations",
+    metadata,
+    _id(),
+    sa.Column("instance_id", sa.Integer, nullable=False),
+    sa.Column("period_type", sa.String(20), nullable=False),
+    sa.Column("period_start", sa.Date, nullable=False),
+    sa.Column("period_end", sa.Date, nullable=False),
+    sa.Column("total_size_mb", sa.BigInteger, nullable=False),
+    sa.Column("avg_size_mb", sa.BigInteger, nullable=False),
+    sa.Column("max_size_mb", sa.BigInteger, nullable=False),
+    sa.Column("min_size_mb", sa.BigInteger, nullable=False),
+    sa.Column("data_count", sa.Integer, nullable=False),
+    sa.Column("database_count", sa.Integer, nullable=False),
+    sa.Column("avg_database_count", Percent),
+    sa.Column("max_database_count", sa.Integer),
+    sa.Column("min_database_count", sa.Integer),
+    sa.Column("total_size_change_mb", sa.BigInteger),
+    sa.Column("total_size_change_percent", Percent),
+    sa.Column("database_count_change", sa.Integer),
+    sa.Column("database_count_change_percent", Percent),
+    sa.Column("growth_rate", Percent),
+    sa.Column("trend_direction", sa.String(20)),
+    _ts("calculated_at", nullable=False, default_now=True),
+    _ts("created_at", nullable=False, default_now=True),
+    sa.UniqueConstraint("period_type", "period_start", "instance_id", name="uq_instance_size_aggregation"),
+)
+
+sync_sessions = sa.Table(
+    "sync_sessions",
+    metadata,
+    _id(),
+    sa.Column("session_id", sa.String(36), nullable=False, unique=True),
+    sa.Column("sync_type", sa.String(20), nullable=False),
+    sa.Column("sync_category", sa.String(20), nullable=False, server_default="aggregation"),
+    sa.Column("status", sa.String(20), nullable=False, server_default="running"),
+    _ts("started_at", nullable=False, default_now=True),
+    _ts("completed_at"),
+    sa.Column("total_instances", sa.Integer, server_default="0"),
+    sa.Column("successful_instances", sa.Integer, server_default="0"),
+    sa.Column("failed_instances", sa.Integer, server_default="0"),
+    sa.Column("created_by", sa.Integer),
+    _ts("created_at", default_now=True),
+    _ts("updated_at", default_now=True),
+    sa.Index("ix_sync_sessions_status", "status"),
+)
+
+sync_instance_records = sa.Table(
+    "sync_instance_records",
+    metadata,
+    _id(),
+    sa.Column(
+        "session_id",
+        sa.String(36),
+        sa.ForeignKey("sync_sessions.session_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("instance_id", sa.Integer, nullable=False),
+    sa.Column("instance_name", sa.String(255)),
+    sa.Column("sync_category", sa.String(20), nullable=False, server_default="aggregation"),
+    sa.Column("status", sa.String(20), nullable=False, server_default="pending"),
+    _ts("started_at"),
+    _ts("completed_at"),
+    sa.Column("items_synced", sa.Integer, server_default="0"),
+    sa.Column("items_created", sa.Integer, server_default="0"),
+    sa.Column("items_updated", sa.Integer, server_default="0"),
+    sa.Column("items_deleted", sa.Integer, server_default="0"),
+    sa.Column("error_message", sa.Text),
+    sa.Column("sync_details", Json),
+    _ts("created_at", default_now=True),
+    sa.Index("ix_sync_instance_records_session_id", "session_id"),
+)
+
+RAW_TABLES = (instances, database_size_stats, instance_size_stats)
+
+
+def active_instances_clause() -> sa.ColumnElement[bool]:
+    """Contract §1: active = is_active AND deleted_at IS NULL."""
+    return sa.and_(instances.c.is_active.is_(sa.true()), instances.c.deleted_at.is_(None))
+
+
+# --------------------------------------------------------------------------- engines
+
+
+def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
+    # Autocommit at the driver level so that the "begin" hook below owns
+    # transactions: BEGIN IMMEDIATE takes the write lock up front, so two writers
+    # queue on busy_timeout instead of deadlocking on a read-to-write upgrade.
+    dbapi_connection.isolation_level = None  # type: ignore[attr-defined]
+    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+    for pragma in (
+        "journal_mode=WAL",
+        "synchronous=NORMAL",
+        "foreign_keys=ON",
+        "busy_timeout=600000",
+        "temp_store=MEMORY",
+        "cache_size=-65536",
+    ):
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.close()
+
+
+def _sqlite_begin(conn: sa.Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_engine(url: str) -> sa.Engine:
+    """An engine for the application database, tuned per dialect."""
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"timeout": 600})
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        sa.event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def backend(engine_or_conn: sa.Engine | sa.Connection) -> str:
+    """'sqlite' or 'postgresql'."""
+    return engine_or_conn.dialect.name
+
+
+# --------------------------------------------------------------------------- init-db
+
+
+@dataclass(frozen=True)
+class InitReport:
+    found: list[str]
+    created: list[str]
+
+    def __str__(self) -> str:
+        lines = [f"found   {name}" for name in self.found]
+        lines += [f"created {name}" for name in self.created]
+        return "\n".join(lines)
+
+
+def create_missing(engine: sa.Engine) -> InitReport:
+    """Create the tables that do not exist; never drop or alter existing ones."""
+    existing = set(sa.inspect(engine).get_table_names())
+    found = [t.name for t in metadata.sorted_tables if t.name in existing]
+    missing = [t for t in metadata.sorted_tables if t.name not in existing]
+    with engine.begin() as conn:
+        metadata.create_all(conn, tables=missing)
+    return InitReport(found=found, created=[t.name for t in missing])
+
+
+def missing_tables(conn: sa.Connection, tables: tuple[sa.Table, ...]) -> list[str]:
+    inspector = sa.inspect(conn)
+    return [t.name for t in tables if not inspector.has_table(t.name)]

@@ -1,0 +1,310 @@
+"""Session bookkeeping (contract §4): one row per execution, one record per active instance.
+
+The rules that made the origin's sessions hang are designed out here:
+
+* records are created once, for the instances active when the execution starts,
+  and ``total_instances`` is their number, in the same transaction;
+* counters are never incremented: they are recounted from the records' statuses,
+  so ``successful + failed == total`` whenever no record is unfinished;
+* every finaliser only touches rows that are still ``pending``/``running`` and
+  locks the session row first, so running one twice (a retry, two sensors racing)
+  changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from .periods import Period
+from .schema import (
+    Json,
+    active_instances_clause,
+    database_size_aggregations,
+    instance_size_aggregations,
+    instances,
+    sync_instance_records,
+    sync_sessions,
+)
+
+SCHEDULED = "scheduled_task"
+MANUAL = "manual_task"
+UNFINISHED = ("pending", "running")
+
+# What an execution wrote: per period, the (first, last) period_start of each run.
+Plan = Mapping[Period, Sequence[tuple[date, date]]]
+
+
+@dataclass(frozen=True)
+class SessionSummary:
+    session_id: str
+    sync_type: str
+    status: str
+    total_instances: int
+    successful_instances: int
+    failed_instances: int
+    started_at: datetime | None
+    completed_at: datetime | None
+
+    def __str__(self) -> str:
+        return (
+            f"session {self.session_id} {self.status}: {self.total_instances} instances, "
+            f"{self.successful_instances} succeeded, {self.failed_instances} failed"
+        )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def open_session(
+    conn: sa.Connection,
+    *,
+    sync_type: str,
+    details: Mapping[str, Any],
+    created_by: int | None = None,
+) -> str:
+    """Create a `running` session and a `running` record per active instance."""
+    session_id = str(uuid.uuid4())
+    now = _now()
+    active = sa.select(sa.func.count()).select_from(instances).where(active_instances_clause())
+    conn.execute(
+        sa.insert(sync_sessions).values(
+            session_id=session_id,
+            sync_type=sync_type,
+            sync_category="aggregation",
+            status="running",
+            started_at=now,
+            total_instances=active.scalar_subquery(),
+            successful_instances=0,
+            failed_instances=0,
+            created_by=created_by,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    records = sa.select(
+        sa.literal(session_id),
+        instances.c.id,
+        instances.c.name,
+        sa.literal("aggregation"),
+        sa.literal("running"),
+        sa.literal(now, sa.DateTime(timezone=True)),
+        sa.literal(0),
+        sa.literal(dict(details), Json),
+    ).where(active_instances_clause())
+    conn.execute(
+        sa.insert(sync_instance_records).from_select(
+            [
+                "session_id",
+                "instance_id",
+                "instance_name",
+                "sync_category",
+                "status",
+                "started_at",
+                "items_synced",
+                "sync_details",
+            ],
+            records,
+        )
+    )
+    return session_id
+
+
+def _lock_running(conn: sa.Connection, session_id: str) -> bool:
+    """Lock the session row (PostgreSQL); True when it is still running."""
+    status = conn.execute(
+        sa.select(sync_sessions.c.status).where(sync_sessions.c.session_id == session_id).with_for_update()
+    ).scalar_one_or_none()
+    if status is None:
+        raise LookupError(f"no sync session {session_id}")
+    return status == "running"
+
+
+def _settle(conn: sa.Connection, session_id: str, status_on_failure: str) -> None:
+    """Recount the records and end the session."""
+    records = sync_instance_records.c
+    counts = dict(
+        conn.execute(
+            sa.select(records.status, sa.func.count())
+            .where(records.session_id == session_id)
+            .group_by(records.status)
+        ).all()
+    )
+    failed = counts.get("failed", 0)
+    now = _now()
+    conn.execute(
+        sa.update(sync_sessions)
+        .where(sync_sessions.c.session_id == session_id, sync_sessions.c.status == "running")
+        .values(
+            successful_instances=counts.get("completed", 0),
+            failed_instances=failed,
+            status="completed" if failed == 0 else status_on_failure,
+            completed_at=now,
+            updated_at=now,
+        )
+    )
+
+
+def items_by_instance(conn: sa.Connection, plan: Plan) -> dict[int, dict[str, dict[str, int]]]:
+    """Aggregate rows in the plan's slices: instance → period → {level: rows}."""
+    result: dict[int, dict[str, dict[str, int]]] = defaultdict(dict)
+    for level, table in (
+        ("database_rows", database_size_aggregations),
+        ("instance_rows", instance_size_aggregations),
+    ):
+        slices = [
+            sa.and_(table.c.period_type == period.value, table.c.period_start.between(a, b))
+            for period, ranges in plan.items()
+            for a, b in ranges
+        ]
+        if not slices:
+            continue
+        rows = conn.execute(
+            sa.select(table.c.instance_id, table.c.period_type, sa.func.count())
+            .where(sa.or_(*slices))
+            .group_by(table.c.instance_id, table.c.period_type)
+        )
+        for instance_id, period_type, count in rows:
+            result[instance_id].setdefault(period_type, {})[level] = count
+    return result
+
+
+def complete_session(
+    conn: sa.Connection, session_id: str, plan: Plan, details: Mapping[str, Any]
+) -> SessionSummary:
+    """Every period succeeded: complete each record with what was written for its instance."""
+    if not _lock_running(conn, session_id):
+        return get_session(conn, session_id)
+    partitions = {
+        period.value: [a.isoformat() if a == b else f"{a}...{b}" for a, b in ranges]
+        for period, ranges in plan.items()
+    }
+    written = items_by_instance(conn, plan)
+    records = sync_instance_records.c
+    instance_ids = conn.execute(
+        sa.select(records.instance_id).where(records.session_id == session_id, records.status.in_(UNFINISHED))
+    ).scalars()
+    now = _now()
+    params = []
+    for instance_id in instance_ids:
+        per_period = {
+            period.value: {
+                "partitions": partitions[period.value],
+                "database_rows": written.get(instance_id, {}).get(period.value, {}).get("database_rows", 0),
+                "instance_rows": written.get(instance_id, {}).get(period.value, {}).get("instance_rows", 0),
+            }
+            for period in plan
+        }
+        items = sum(p["database_rows"] + p["instance_rows"] for p in per_period.values())
+        instance_details = {**details, "periods": per_period}
+        if items == 0:
+            instance_details["note"] = "no raw data in any window of this execution: nothing to aggregate"
+        params.append({"b_instance_id": instance_id, "b_items": items, "b_details": instance_details})
+    if params:
+        conn.execute(
+            sa.update(sync_instance_records)
+            .where(
+                records.session_id == session_id,
+                records.instance_id == sa.bindparam("b_instance_id"),
+                sa.or_(*(records.status == s for s in UNFINISHED)),  # no IN: executemany
+            )
+            .values(
+                status="completed",
+                items_synced=sa.bindparam("b_items"),
+                sync_details=sa.bindparam("b_details", type_=Json),
+                error_message=None,
+                completed_at=now,
+            ),
+            params,
+        )
+    _settle(conn, session_id, "failed")
+    return get_session(conn, session_id)
+
+
+def finalise_session(conn: sa.Connection, session_id: str, *, status: str, reason: str) -> bool:
+    """End a session that did not complete: `failed` or `cancelled`, with the reason.
+
+    Returns False, and changes nothing, when the session had already ended.
+    """
+    if status not in ("failed", "cancelled"):
+        raise ValueError(f"a session is finalised as failed or cancelled, not {status!r}")
+    if not _lock_running(conn, session_id):
+        return False
+    records = sync_instance_records.c
+    conn.execute(
+        sa.update(sync_instance_records)
+        .where(records.session_id == session_id, records.status.in_(UNFINISHED))
+        .values(status="failed", items_synced=0, error_message=reason, completed_at=_now())
+    )
+    _settle(conn, session_id, status)
+    return True
+
+
+def record_failed_execution(
+    conn: sa.Connection, *, sync_type: str, reason: str, details: Mapping[str, Any]
+) -> str:
+    """The session of an execution whose session step never ran: born and ended failed."""
+    session_id = open_session(conn, sync_type=sync_type, details=details)
+    finalise_session(conn, session_id, status="failed", reason=reason)
+    return session_id
+
+
+def session_for_execution(conn: sa.Connection, execution_id: str) -> str | None:
+    """The session already written for an execution, if any (keeps failure writers idempotent)."""
+    marker = f'%"execution": "{execution_id}"%'
+    records = sync_instance_records.c
+    return conn.execute(
+        sa.select(records.session_id).where(sa.cast(records.sync_details, sa.Text).like(marker)).limit(1)
+    ).scalar_one_or_none()
+
+
+def _summary(row: sa.RowMapping) -> SessionSummary:
+    return SessionSummary(
+        session_id=row["session_id"],
+        sync_type=row["sync_type"],
+        status=row["status"],
+        total_instances=row["total_instances"] or 0,
+        successful_instances=row["successful_instances"] or 0,
+        failed_instances=row["failed_instances"] or 0,
+        started_at=row["started_at"],
+        completed_at=row["completed_at"],
+    )
+
+
+def get_session(conn: sa.Connection, session_id: str) -> SessionSummary:
+    row = (
+        conn.execute(sa.select(sync_sessions).where(sync_sessions.c.session_id == session_id))
+        .mappings()
+        .one()
+    )
+    return _summary(row)
+
+
+def recent_sessions(conn: sa.Connection, limit: int = 20) -> list[SessionSummary]:
+    rows = conn.execute(
+        sa.select(sync_sessions)
+        .where(sync_sessions.c.sync_category == "aggregation")
+        .order_by(sync_sessions.c.id.desc())
+        .limit(limit)
+    ).mappings()
+    return [_summary(row) for row in rows]
+
+
+def running_sessions(conn: sa.Connection) -> list[tuple[SessionSummary, dict[str, Any]]]:
+    """Sessions still `running`, each with one record's sync_details (it names the runs)."""
+    result = []
+    for row in conn.execute(sa.select(sync_sessions).where(sync_sessions.c.status == "running")).mappings():
+        details = conn.execute(
+            sa.select(sync_instance_records.c.sync_details)
+            .where(sync_instance_records.c.session_id == row["session_id"])
+            .limit(1)
+        ).scalar_one_or_none()
+        result.append((_summary(row), details or {}))
+    return result

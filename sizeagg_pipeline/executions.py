@@ -1,0 +1,207 @@
+"""Aggregation executions: the Dagster runs that together bring all four periods up to date.
+
+One Dagster run cannot hold assets of different partitions definitions, so an
+execution is up to four period runs plus one session run, linked by a tag:
+`sizeagg/execution` for ticks and CLI runs, `dagster/backfill` for backfills.
+This module reads the real outcome of those runs from the Dagster instance, so the
+session step and the sensors judge an execution by what actually happened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import dagster as dg
+import sqlalchemy as sa
+
+from .core import sessions
+from .core.aggregation import LEVELS
+from .core.periods import PERIODS, Period, window_containing, windows_for_date
+
+EXECUTION_TAG = "sizeagg/execution"
+SYNC_TYPE_TAG = "sizeagg/sync_type"
+DATE_TAG = "sizeagg/date"
+BACKFILL_TAG = "dagster/backfill"
+PARTITION_TAG = "dagster/partition"
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+SESSION_ASSET = "aggregation_session"
+_ASSET_PERIODS = {level.asset_name(p): p for level in LEVELS for p in PERIODS}
+_ASSET_PERIODS.update({f"{p}_aggregation_job": p for p in PERIODS})
+
+
+@dataclass(frozen=True)
+class PeriodRun:
+    """One run of an execution that materialized period assets."""
+
+    run_id: str
+    period: Period
+    first_key: str
+    last_key: str
+    status: dg.DagsterRunStatus
+    error: str | None = None
+
+    @property
+    def partitions(self) -> str:
+        return self.first_key if self.first_key == self.last_key else f"{self.first_key}...{self.last_key}"
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == dg.DagsterRunStatus.SUCCESS
+
+    def failure_text(self) -> str:
+        verb = "was cancelled" if self.status == dg.DagsterRunStatus.CANCELED else "failed"
+        text = f"{self.period} partition {self.partitions} (run {self.run_id[:8]}) {verb}"
+        return f"{text}: {self.error}" if self.error else text
+
+
+@dataclass(frozen=True)
+class Execution:
+    id: str
+    sync_type: str
+    runs: Sequence[PeriodRun]
+    missing: Sequence[str] = field(default_factory=tuple)  # problems found without a run
+
+    @property
+    def failures(self) -> list[PeriodRun]:
+        return [r for r in self.runs if not r.succeeded]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and not self.missing
+
+    def reason(self) -> str:
+        parts = [r.failure_text() for r in self.failures] + list(self.missing)
+        return "aggregation failed: " + "; ".join(parts)
+
+    def plan(self) -> dict[Period, list[tuple[date, date]]]:
+        plan: dict[Period, list[tuple[date, date]]] = {}
+        for run in self.runs:
+            plan.setdefault(run.period, []).append(
+                (date.fromisoformat(run.first_key), date.fromisoformat(run.last_key))
+            )
+        return plan
+
+    def details(self, session_run_id: str | None = None) -> dict[str, Any]:
+        """What every record's sync_details says about where the session came from."""
+        return {
+            "execution": self.id,
+            "dagster_run_ids": sorted({r.run_id for r in self.runs}),
+            "session_run_id": session_run_id,
+        }
+
+
+def _run_period(run: dg.DagsterRun) -> Period | None:
+    names = {key.to_user_string() for key in run.asset_selection or ()}
+    periods = {_ASSET_PERIODS[n] for n in names if n in _ASSET_PERIODS}
+    if not periods and run.job_name in _ASSET_PERIODS:
+        periods = {_ASSET_PERIODS[run.job_name]}
+    return periods.pop() if len(periods) == 1 else None
+
+
+def _run_error(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
+    if run.status == dg.DagsterRunStatus.CANCELED:
+        return "cancelled by user"
+    for record in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
+        event = record.dagster_event
+        error = event.step_failure_data.error if event and event.step_failure_data else None
+        if error is not None:
+            return f"{error.cls_name}: {error.message.strip()}" if error.cls_name else error.message.strip()
+    for record in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE):
+        if record.message:
+            return record.message
+    return None
+
+
+def period_runs(instance: dg.DagsterInstance, tags: Mapping[str, str]) -> list[PeriodRun]:
+    """The period runs carrying `tags`, with their real status and error."""
+    result = []
+    for run in instance.get_runs(filters=dg.RunsFilter(tags=dict(tags))):
+        period = _run_period(run)
+        if period is None:
+            continue
+        first = run.tags.get(RANGE_START_TAG) or run.tags.get(PARTITION_TAG)
+        last = run.tags.get(RANGE_END_TAG) or run.tags.get(PARTITION_TAG)
+        if not first or not last:
+            continue
+        failed = run.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
+        result.append(
+            PeriodRun(
+                run_id=run.run_id,
+                period=period,
+                first_key=first,
+                last_key=last,
+                status=run.status,
+                error=_run_error(instance, run) if failed else None,
+            )
+        )
+    return sorted(result, key=lambda r: (PERIODS.index(r.period), r.first_key))
+
+
+def sync_type_of(tags: Mapping[str, str]) -> str:
+    if SYNC_TYPE_TAG in tags:
+        return tags[SYNC_TYPE_TAG]
+    automated = any(k in tags for k in ("dagster/schedule_name", "dagster/sensor_name"))
+    return sessions.SCHEDULED if automated else sessions.MANUAL
+
+
+def _materialized(instance: dg.DagsterInstance, asset: str, partition: str) -> bool:
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1
+    )
+    return bool(records.records)
+
+
+def standalone(instance: dg.DagsterInstance, run_id: str, day: date, sync_type: str) -> Execution:
+    """A session step launched on its own: judge the four partitions containing `day`."""
+    missing = []
+    runs = []
+    for period, window in windows_for_date(day).items():
+        absent = [
+            level.asset_name(period)
+            for level in LEVELS
+            if not _materialized(instance, level.asset_name(period), window.key)
+        ]
+        if absent:
+            missing.append(f"{period} partition {window.key} was never materialized ({', '.join(absent)})")
+        else:
+            runs.append(PeriodRun(run_id, period, window.key, window.key, dg.DagsterRunStatus.SUCCESS))
+    return Execution(id=f"run:{run_id}", sync_type=sync_type, runs=runs, missing=missing)
+
+
+def describe(instance: dg.DagsterInstance, run: dg.DagsterRun, default_day: date) -> Execution:
+    """The execution a session run belongs to, judged from the runs that share its tag."""
+    tags = run.tags
+    sync_type = sync_type_of(tags)
+    if EXECUTION_TAG in tags:
+        link = {EXECUTION_TAG: tags[EXECUTION_TAG]}
+        execution_id = tags[EXECUTION_TAG]
+    elif BACKFILL_TAG in tags:
+        link = {BACKFILL_TAG: tags[BACKFILL_TAG]}
+        execution_id = f"backfill:{tags[BACKFILL_TAG]}"
+    else:
+        return standalone(instance, run.run_id, default_day, sync_type)
+    runs = [r for r in period_runs(instance, link) if r.run_id != run.run_id]
+    seen = {r.period for r in runs}
+    missing = [f"no {p} run in this execution" for p in PERIODS if p not in seen]
+    return Execution(id=execution_id, sync_type=sync_type, runs=runs, missing=missing)
+
+
+def write_failed_session(engine: sa.Engine, execution: Execution) -> str:
+    """The one failed session of an execution whose session step never ran (idempotent)."""
+    with engine.begin() as conn:
+        existing = sessions.session_for_execution(conn, execution.id)
+        if existing:
+            return existing
+        return sessions.record_failed_execution(
+            conn, sync_type=execution.sync_type, reason=execution.reason(), details=execution.details()
+        )
+
+
+def tick_partitions(day: date) -> dict[Period, str]:
+    """Partition keys a daily tick for business date `day` materializes."""
+    return {period: window_containing(period, day).key for period in PERIODS}

@@ -1,0 +1,84 @@
+"""`aggregation_session`: the step that writes an execution's session, once, at the end.
+
+It runs only after every period asset of its execution: in a UI backfill because it
+is downstream of all eight, in a scheduled or CLI execution because the gate
+launches it only when all four period runs succeeded. It still reads the real
+outcome of those runs from the Dagster instance before it calls the session a
+success. However the step ends, the session ends: `except BaseException` catches
+termination (`DagsterExecutionInterruptedError` is not an `Exception`).
+"""
+
+import dagster as dg
+from pydantic import Field
+
+from . import executions
+from .assets import KINDS, OWNERS, PERIOD_ASSETS
+from .core import sessions
+from .core.periods import parse_date
+from .partitions import CALENDAR
+from .resources import AppDatabase
+
+
+class SessionConfig(dg.Config):
+    date: str = Field(
+        default="",
+        description=(
+            "Only for a session step launched on its own: the business date whose "
+            "daily/weekly/monthly/quarterly partitions it reports on (default: yesterday)."
+        ),
+    )
+
+
+@dg.asset(
+    deps=list(PERIOD_ASSETS.values()),
+    description=(
+        "One sync_sessions row per aggregation execution and one sync_instance_records "
+        "row per active instance: completed with the rows written for it when every "
+        "period of the execution succeeded, failed with the failed period named otherwise."
+    ),
+    group_name="sessions",
+    owners=OWNERS,
+    kinds=KINDS,
+    pool="app_db",
+    metadata={"dagster/table_name": "sync_sessions"},
+)
+def aggregation_session(
+    context: dg.AssetExecutionContext, db: AppDatabase, config: SessionConfig
+) -> dg.MaterializeResult:
+    day = parse_date(config.date, "date") if config.date else CALENDAR.yesterday()
+    execution = executions.describe(context.instance, context.run, default_day=day)
+    with db.engine.begin() as conn:
+        session_id = sessions.open_session(
+            conn, sync_type=execution.sync_type, details=execution.details(context.run_id)
+        )
+    context.log.info(f"session {session_id} opened for execution {execution.id}")
+    try:
+        with db.engine.begin() as conn:
+            if execution.ok:
+                summary = sessions.complete_session(
+                    conn, session_id, execution.plan(), execution.details(context.run_id)
+                )
+            else:
+                sessions.finalise_session(conn, session_id, status="failed", reason=execution.reason())
+                summary = sessions.get_session(conn, session_id)
+    except BaseException as exc:
+        cancelled = isinstance(exc, dg.DagsterExecutionInterruptedError)
+        reason = "cancelled by user" if cancelled else f"session step failed: {type(exc).__name__}: {exc}"
+        with db.engine.begin() as conn:
+            sessions.finalise_session(
+                conn, session_id, status="cancelled" if cancelled else "failed", reason=reason
+            )
+        raise
+    metadata = {
+        "session_id": summary.session_id,
+        "status": summary.status,
+        "execution": execution.id,
+        "sync_type": summary.sync_type,
+        "total_instances": summary.total_instances,
+        "successful_instances": summary.successful_instances,
+        "failed_instances": summary.failed_instances,
+        "dagster/row_count": summary.total_instances,
+    }
+    if summary.status != "completed":
+        raise dg.Failure(description=execution.reason(), metadata=metadata)
+    return dg.MaterializeResult(metadata=metadata)
