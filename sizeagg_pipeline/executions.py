@@ -109,8 +109,15 @@ def _run_error(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
     for record in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
         event = record.dagster_event
         error = event.step_failure_data.error if event and event.step_failure_data else None
+        while error is not None and error.cause is not None:  # Dagster wraps the user's error
+            error = error.cause
         if error is not None:
-            return f"{error.cls_name}: {error.message.strip()}" if error.cls_name else error.message.strip()
+            text = error.message.strip()
+            return (
+                f"{error.cls_name}: {text}"
+                if error.cls_name and not text.startswith(error.cls_name)
+                else text
+            )
     for record in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE):
         if record.message:
             return record.message

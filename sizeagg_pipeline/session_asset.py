@@ -49,14 +49,14 @@ def aggregation_session(
     execution = executions.describe(context.instance, context.run, default_day=day)
     with db.engine.begin() as conn:
         session_id = sessions.open_session(
-            conn, sync_type=execution.sync_type, details=execution.details(context.run_id)
+            conn, sync_type=execution.sync_type, details=execution.details(context.run.run_id)
         )
     context.log.info(f"session {session_id} opened for execution {execution.id}")
     try:
         with db.engine.begin() as conn:
             if execution.ok:
                 summary = sessions.complete_session(
-                    conn, session_id, execution.plan(), execution.details(context.run_id)
+                    conn, session_id, execution.plan(), execution.details(context.run.run_id)
                 )
             else:
                 sessions.finalise_session(conn, session_id, status="failed", reason=execution.reason())

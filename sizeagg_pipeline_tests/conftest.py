@@ -45,7 +45,9 @@ def engine(app_url: str) -> Iterator[sa.Engine]:
 
 @pytest.fixture
 def dagster_instance(tmp_path) -> Iterator[dg.DagsterInstance]:  # type: ignore[no-untyped-def]
-    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as instance:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
         yield instance
 
 
