@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from .core import sessions
 from .core.aggregation import LEVELS
-from .core.periods import PERIODS, Period, window_containing, windows_for_date
+from .core.periods import PERIODS, Period, windows_for_date
 
 EXECUTION_TAG = "sizeagg/execution"
 SYNC_TYPE_TAG = "sizeagg/sync_type"
@@ -193,6 +193,11 @@ def describe(instance: dg.DagsterInstance, run: dg.DagsterRun, default_day: date
     else:
         return standalone(instance, run.run_id, default_day, sync_type)
     runs = [r for r in period_runs(instance, link) if r.run_id != run.run_id]
+    if BACKFILL_TAG in link:
+        # A backfill brings up to date what a person selected: judge those runs only.
+        if not runs:
+            return standalone(instance, run.run_id, default_day, sync_type)
+        return Execution(id=execution_id, sync_type=sync_type, runs=runs)
     seen = {r.period for r in runs}
     missing = [f"no {p} run in this execution" for p in PERIODS if p not in seen]
     return Execution(id=execution_id, sync_type=sync_type, runs=runs, missing=missing)
@@ -207,8 +212,3 @@ def write_failed_session(engine: sa.Engine, execution: Execution) -> str:
         return sessions.record_failed_execution(
             conn, sync_type=execution.sync_type, reason=execution.reason(), details=execution.details()
         )
-
-
-def tick_partitions(day: date) -> dict[Period, str]:
-    """Partition keys a daily tick for business date `day` materializes."""
-    return {period: window_containing(period, day).key for period in PERIODS}

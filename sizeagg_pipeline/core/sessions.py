@@ -73,7 +73,6 @@ def open_session(
     """Create a `running` session and a `running` record per active instance."""
     session_id = str(uuid.uuid4())
     now = _now()
-    active = sa.select(sa.func.count()).select_from(instances).where(active_instances_clause())
     conn.execute(
         sa.insert(sync_sessions).values(
             session_id=session_id,
@@ -81,7 +80,7 @@ def open_session(
             sync_category="aggregation",
             status="running",
             started_at=now,
-            total_instances=active.scalar_subquery(),
+            total_instances=0,
             successful_instances=0,
             failed_instances=0,
             created_by=created_by,
@@ -113,6 +112,19 @@ def open_session(
             ],
             records,
         )
+    )
+    # The total is the number of records written, not a second look at `instances`
+    # that a concurrent change could make disagree with them.
+    record_count = (
+        sa.select(sa.func.count())
+        .select_from(sync_instance_records)
+        .where(sync_instance_records.c.session_id == session_id)
+        .scalar_subquery()
+    )
+    conn.execute(
+        sa.update(sync_sessions)
+        .where(sync_sessions.c.session_id == session_id)
+        .values(total_instances=record_count)
     )
     return session_id
 
