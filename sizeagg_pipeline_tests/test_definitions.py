@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -48,10 +49,11 @@ def test_weekly_partitions_start_on_monday() -> None:
     assert quarterly.get_partition_keys()[:4] == ["2024-01-01", "2024-04-01", "2024-07-01", "2024-10-01"]
 
 
-def test_dagster_cli_validates_the_workspace() -> None:
+def test_dagster_cli_validates_the_workspace(tmp_path: Path) -> None:
     result = subprocess.run(
         [str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
         cwd=ROOT,
+        env={**os.environ, "DAGSTER_HOME": str(tmp_path)},
         capture_output=True,
         text=True,
         timeout=300,
