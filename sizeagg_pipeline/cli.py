@@ -8,12 +8,13 @@ import shutil
 import sys
 import warnings
 from collections.abc import Sequence
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
 
 from .core import sessions
+from .core.existing import init_db
 from .core.periods import BadPartitionKey, parse_date
 from .core.schema import (
     create_missing,
@@ -34,8 +35,9 @@ def _engine() -> sa.Engine:
 def cmd_init_db(_: argparse.Namespace) -> int:
     engine = _engine()
     print(f"database: {engine.url.render_as_string(hide_password=True)}")
-    print(create_missing(engine))
-    return 0
+    report = init_db(engine)
+    print(report)
+    return 1 if report.problems else 0
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
@@ -97,6 +99,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _utc(moment: datetime) -> datetime:
+    """PostgreSQL returns timestamptz in the session's time zone; SQLite returns the UTC value naive."""
+    return moment if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 def cmd_sessions(args: argparse.Namespace) -> int:
     engine = _engine()
     with engine.connect() as conn:
@@ -108,7 +115,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
         rows = sessions.recent_sessions(conn, args.limit)
     print(f"{'started_at (UTC)':<20} {'status':<10} {'type':<15} total  ok  failed  session_id")
     for s in rows:
-        started = s.started_at.strftime("%Y-%m-%d %H:%M:%S") if s.started_at else "-"
+        started = _utc(s.started_at).strftime("%Y-%m-%d %H:%M:%S") if s.started_at else "-"
         print(
             f"{started:<20} {s.status:<10} {s.sync_type:<15} {s.total_instances:>5} "
             f"{s.successful_instances:>3} {s.failed_instances:>7}  {s.session_id}"

@@ -1,7 +1,8 @@
 """Shared fixtures: a real application database per test, and a Dagster instance.
 
 `app_url` is parametrized by backend. Every test that asks for it runs once per
-backend in BACKENDS; SQLite is a file under the test's tmp_path.
+backend in BACKENDS; SQLite is a file under the test's tmp_path, PostgreSQL a fresh
+database on the session's own server (`postgres.py`; `-m "not postgres"` skips it).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import sqlalchemy as sa
 from sizeagg_pipeline.core import schema
 from sizeagg_pipeline.core.settings import DATABASE_URL_VAR
 
-BACKENDS = ["sqlite"]
+from .postgres import PostgresServer, running_server
+
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
 
 def _sqlite_url(tmp_path) -> str:  # type: ignore[no-untyped-def]
@@ -28,10 +31,25 @@ def app_url(request: pytest.FixtureRequest, tmp_path, monkeypatch: pytest.Monkey
     """URL of an empty application database; also exported as SIZEAGG_DATABASE_URL."""
     if request.param == "sqlite":
         url = _sqlite_url(tmp_path)
-    else:  # pragma: no cover - filled in by the PostgreSQL fixtures
+    else:
         url = request.getfixturevalue(f"{request.param}_url")
     monkeypatch.setenv(DATABASE_URL_VAR, url)
     return url
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL 15 server per test session, on a free loopback port."""
+    with running_server() as server:
+        yield server
+
+
+@pytest.fixture
+def postgresql_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A new, empty database on the session's server; dropped after the test."""
+    name = postgres_server.create_database()
+    yield postgres_server.url(name)
+    postgres_server.drop_database(name)
 
 
 @pytest.fixture

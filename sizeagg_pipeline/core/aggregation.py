@@ -28,6 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .periods import Period, Window
+from .pg_partitions import MissingPartition, ensure_month_partitions, require_partitions
 from .schema import (
     PERCENT_LIMIT_HUNDREDTHS,
     database_size_aggregations,
@@ -48,6 +49,10 @@ class InvalidRawData(ValueError):
 
 class MissingTable(RuntimeError):
     """A table the aggregation reads or writes does not exist."""
+
+
+class MissingUniqueKey(RuntimeError):
+    """An existing aggregate table lacks the unique key the upsert's ON CONFLICT needs."""
 
 
 @dataclass(frozen=True)
@@ -107,18 +112,25 @@ class WriteResult:
 # --------------------------------------------------------------------------- SQL pieces
 
 
-def _date(value: object) -> sa.BindParameter:
-    return sa.literal(value, sa.Date)
+def _date(value: object, typed: bool) -> sa.ColumnElement:
+    """A date constant of the windows CTE.
+
+    CREATE TABLE AS is DDL, so its constants are rendered inline: PostgreSQL reads a
+    bare '2026-01-05' in a UNION as text (and `date >= text` fails), hence the CAST
+    there (`typed`); SQLite keeps dates as ISO text, where a CAST would make a number.
+    """
+    literal = sa.literal(value, sa.Date)
+    return sa.cast(literal, sa.Date) if typed else literal
 
 
-def _windows_cte(windows: Sequence[Window]) -> sa.CTE:
+def _windows_cte(windows: Sequence[Window], typed: bool = False) -> sa.CTE:
     """(period_start, period_end, prev_start) for the windows and the one before them."""
     all_windows = [windows[0].previous(), *windows]
     rows = [
         sa.select(
-            _date(w.start).label("period_start"),
-            _date(w.end).label("period_end"),
-            _date(w.previous().start).label("prev_start"),
+            _date(w.start, typed).label("period_start"),
+            _date(w.end, typed).label("period_end"),
+            _date(w.previous().start, typed).label("prev_start"),
         )
         for w in all_windows
     ]
@@ -130,10 +142,10 @@ def _bigint_sum(column: sa.ColumnElement) -> sa.ColumnElement:
     return sa.cast(sa.func.sum(column), sa.BigInteger)
 
 
-def _groups_select(level: Level, windows: Sequence[Window]) -> sa.Select:
+def _groups_select(level: Level, windows: Sequence[Window], dialect: str = "sqlite") -> sa.Select:
     """One scan: exact per-window sums, counts, minima and maxima of every group."""
     raw = level.raw
-    w = _windows_cte(windows)
+    w = _windows_cte(windows, typed=dialect == "postgresql")
     columns: list[sa.ColumnElement] = [
         w.c.period_start,
         w.c.period_end,
@@ -358,11 +370,12 @@ def write_windows(
     if any(w.period != period for w in windows):
         raise ValueError("windows of one write must share a period type")
     check_tables(conn, level)
+    require_partitions(conn, level.target.name, "period_start", [w.start for w in windows])
     now = now or datetime.now(UTC)
     first, last = windows[0], windows[-1]
     target = level.target
 
-    create = sa.CreateTableAs(_groups_select(level, windows), GROUPS_TABLE, temporary=True)
+    create = sa.CreateTableAs(_groups_select(level, windows, conn.dialect.name), GROUPS_TABLE, temporary=True)
     conn.execute(sa.text(f"DROP TABLE IF EXISTS {GROUPS_TABLE}"))
     conn.execute(create)
     groups = create.table
@@ -406,7 +419,13 @@ def write_windows(
         index_elements=unique_key,
         set_={c: insert.excluded[c] for c in updated_columns},
     )
-    written = conn.execute(upsert).rowcount
+    try:
+        written = conn.execute(upsert).rowcount
+    except sa.exc.DBAPIError as exc:
+        explained = _explain_write_error(exc, target, unique_key)
+        if explained is None:
+            raise
+        raise explained from exc
     deleted = conn.execute(
         sa.delete(target).where(slice_, target.c.calculated_at != sa.literal(now, sa.DateTime(timezone=True)))
     ).rowcount
@@ -429,9 +448,35 @@ def write_windows(
     )
 
 
+def _explain_write_error(
+    exc: sa.exc.DBAPIError, target: sa.Table, unique_key: Sequence[str]
+) -> RuntimeError | None:
+    """PostgreSQL's errors of an existing (origin) table, said in sizeagg's terms."""
+    text = str(exc.orig)
+    if "no partition of relation" in text:
+        return MissingPartition(
+            f"{target.name} has no partition for a row being written ({text.strip().splitlines()[-1]}); "
+            "sizeagg adds `<table>_YYYY_MM` month partitions only to tables range-partitioned "
+            "by period_start alone and without a DEFAULT partition: create the partition by hand"
+        )
+    if "no unique or exclusion constraint matching the ON CONFLICT" in text:
+        return MissingUniqueKey(
+            f"{target.name} has no unique index on ({', '.join(unique_key)}), which sizeagg's "
+            "upsert needs: run `sizeagg init-db` to add it"
+        )
+    return None
+
+
 def aggregate(
     engine: sa.Engine, level: Level, windows: Sequence[Window], now: datetime | None = None
 ) -> WriteResult:
-    """`write_windows` in a transaction of its own."""
+    """`write_windows` in a transaction of its own.
+
+    On PostgreSQL, missing month partitions of a partitioned (origin) aggregate table
+    are created first, committed in a short transaction of their own (pg_partitions).
+    """
+    if engine.dialect.name == "postgresql" and windows:
+        with engine.begin() as conn:
+            ensure_month_partitions(conn, level.target.name, "period_start", [w.start for w in windows])
     with engine.begin() as conn:
         return write_windows(conn, level, windows, now)

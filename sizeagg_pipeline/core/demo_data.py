@@ -17,6 +17,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from .pg_partitions import ensure_month_partitions
 from .schema import database_size_stats, instance_size_stats, instances
 
 DB_TYPES = ("mysql", "postgresql", "sqlserver", "oracle")
@@ -99,6 +100,8 @@ def generate(
     ids = _upsert_instances(conn, instance_count)
     first = end - timedelta(days=days - 1)
     dates = [first + timedelta(days=d) for d in range(days)]
+    for table in (database_size_stats, instance_size_stats):  # origin tables: month partitions
+        ensure_month_partitions(conn, table.name, "collected_date", dates)
     total = instance_count * databases * days
     db_stmt = _insert(conn, database_size_stats)
     db_stmt = db_stmt.on_conflict_do_update(
@@ -108,7 +111,7 @@ def generate(
     inst_stmt = _insert(conn, instance_size_stats)
     inst_stmt = inst_stmt.on_conflict_do_update(
         index_elements=["instance_id", "collected_date"],
-        index_where=instance_size_stats.c.is_deleted.is_(sa.false()),
+        index_where=instance_size_stats.c.is_deleted == sa.false(),  # the index predicate, verbatim
         set_={c: inst_stmt.excluded[c] for c in ("total_size_mb", "database_count")},
     )
     pending: list[dict[str, object]] = []

@@ -86,8 +86,10 @@ sa.Index(
     instance_size_stats.c.instance_id,
     instance_size_stats.c.collected_date,
     unique=True,
-    postgresql_where=instance_size_stats.c.is_deleted.is_(sa.false()),
-    sqlite_where=instance_size_stats.c.is_deleted.is_(sa.false()),
+    # `= false`, as in the origin's DDL: PostgreSQL infers the index of an upsert's
+    # `ON CONFLICT … WHERE` only from the same form of predicate (`IS false` ≠ `= false`).
+    postgresql_where=instance_size_stats.c.is_deleted == sa.false(),
+    sqlite_where=instance_size_stats.c.is_deleted == sa.false(),
 )
 
 # The unique keys of the aggregate tables lead with (period_type, period_start):
