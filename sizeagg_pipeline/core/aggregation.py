@@ -40,6 +40,7 @@ from .schema import (
 )
 
 GROUPS_TABLE = "sizeagg_groups"
+WRITE_LOCK_CLASS = 0x5A6A_0002  # advisory-lock namespace: one writer per table and period type
 EXAMPLES = 5  # offending rows quoted in a validation error
 
 
@@ -343,6 +344,20 @@ def _describe_row(level: Level, row: sa.RowMapping) -> str:
 # --------------------------------------------------------------------------- the write
 
 
+def _one_writer_per_slice(conn: sa.Connection, level: Level, period: Period) -> None:
+    """PostgreSQL: writes of one table and period type take turns, until commit.
+
+    Concurrent upserts alone would not fail (ON CONFLICT waits for the other row
+    lock), but two writers could deadlock on keys locked in different orders, and a
+    stale-row delete could miss rows the other writer has not committed yet. The
+    lock is taken before the raw rows are read, so the second writer computes from
+    what the first committed. SQLite's BEGIN IMMEDIATE already serialises writers.
+    """
+    if conn.dialect.name == "postgresql":
+        key = sa.func.hashtext(f"{level.target.name}:{period.value}")
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(WRITE_LOCK_CLASS, key)))
+
+
 def check_tables(conn: sa.Connection, level: Level) -> None:
     missing = missing_tables(conn, (instances, level.raw, level.target))
     if missing:
@@ -371,6 +386,7 @@ def write_windows(
         raise ValueError("windows of one write must share a period type")
     check_tables(conn, level)
     require_partitions(conn, level.target.name, "period_start", [w.start for w in windows])
+    _one_writer_per_slice(conn, level, period)
     now = now or datetime.now(UTC)
     first, last = windows[0], windows[-1]
     target = level.target
