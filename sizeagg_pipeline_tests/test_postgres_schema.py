@@ -1,0 +1,75 @@
+"""sizeagg's own schema on PostgreSQL, and instants that stay instants on both backends."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+
+from sizeagg_pipeline import cli
+from sizeagg_pipeline.core import schema
+
+
+@pytest.mark.postgres
+def test_postgresql_column_types(postgresql_url: str) -> None:
+    engine = schema.make_engine(postgresql_url)
+    try:
+        schema.create_missing(engine)
+        with engine.connect() as conn:
+            types = {
+                (t, c): (d, p, s, default)
+                for t, c, d, p, s, default in conn.execute(
+                    sa.text(
+                        "SELECT table_name, column_name, data_type, numeric_precision, numeric_scale, "
+                        "column_default FROM information_schema.columns WHERE table_schema = 'public'"
+                    )
+                )
+            }
+            partial = conn.execute(
+                sa.text(
+                    "SELECT indexdef FROM pg_indexes WHERE indexname = 'uq_instance_size_stats_instance_date'"
+                )
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    percent = [
+        ("database_size_aggregations", c)
+        for c in ("size_change_percent", "data_size_change_percent", "log_size_change_percent", "growth_rate")
+    ] + [
+        ("instance_size_aggregations", c)
+        for c in (
+            "avg_database_count",
+            "total_size_change_percent",
+            "database_count_change_percent",
+            "growth_rate",
+        )
+    ]
+    for key in percent:
+        assert types[key][:3] == ("numeric", 10, 2), key
+    stamps = [k for k in types if k[1].endswith("_at")]
+    assert len(stamps) >= 20
+    assert {types[k][0] for k in stamps} == {"timestamp with time zone"}
+    ids = [k for k in types if k[1] == "id"]
+    assert len(ids) == 7
+    for key in ids:  # bigserial: auto-increments for plain-SQL writers too
+        assert types[key][0] == "bigint" and types[key][3].startswith("nextval("), key
+    assert types[("sync_instance_records", "sync_details")][0] == "jsonb"
+    assert partial.endswith("WHERE (is_deleted = false)")  # the origin's predicate, verbatim
+
+
+def test_sessions_listing_prints_utc(engine: sa.Engine, capsys: pytest.CaptureFixture[str]) -> None:
+    """The PostgreSQL test server's TimeZone is Asia/Shanghai: timestamptz comes back at +08."""
+    started = datetime(2026, 3, 10, 1, 2, 3, tzinfo=UTC)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(schema.sync_sessions).values(
+                session_id="00000000-0000-4000-8000-000000000001",
+                sync_type="manual_task",
+                started_at=started,
+            )
+        )
+        stored = conn.execute(sa.select(schema.sync_sessions.c.started_at)).scalar_one()
+    assert (stored if stored.tzinfo else stored.replace(tzinfo=UTC)) == started
+    assert cli.main(["sessions"]) == 0
+    assert "2026-03-10 01:02:03  running    manual_task" in capsys.readouterr().out
