@@ -7,7 +7,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.sizeagg/dagster_home
 BUSINESS_TZ := $(or $(SIZEAGG_TIMEZONE),Asia/Shanghai)
 PORT ?= 3000
 
-.PHONY: venv demo test ui lint bench clean
+.PHONY: venv demo test postgres ui lint bench clean
 
 $(STAMP): setup.py pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,8 +28,13 @@ demo: venv $(DAGSTER_HOME)/dagster.yaml
 	@echo
 	@echo "Open the UI on these runs: make ui, then http://127.0.0.1:$(PORT)"
 
-test: venv
+# The suite runs every database test on SQLite and on a PostgreSQL server it starts
+# itself; `postgres` installs Debian's server package when it is missing (root + apt).
+test: venv postgres
 	$(BIN)/pytest -q
+
+postgres:
+	.ci/ensure-postgres
 
 ui: venv $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -h 127.0.0.1 -p $(PORT) -w workspace.yaml
