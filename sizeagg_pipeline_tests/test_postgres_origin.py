@@ -97,7 +97,7 @@ def test_init_db_reports_what_it_found_and_adds_only_the_missing_tables(
     assert "partitioned by RANGE (collected_date): 3 partitions, 2025-12..2026-02" in out
     assert (
         "partitioned by RANGE (period_start): 2 partitions, 2026-01..2026-02; "
-        "missing month partitions are created before sizeagg writes"
+        "sizeagg makes missing month partitions before it writes"
     ) in out
     # the origin's unique keys, in the origin's column order, are the ones sizeagg upserts on
     assert (

@@ -73,3 +73,16 @@ def test_sessions_listing_prints_utc(engine: sa.Engine, capsys: pytest.CaptureFi
     assert (stored if stored.tzinfo else stored.replace(tzinfo=UTC)) == started
     assert cli.main(["sessions"]) == 0
     assert "2026-03-10 01:02:03  running    manual_task" in capsys.readouterr().out
+
+
+@pytest.mark.postgres
+def test_a_bare_postgresql_url_uses_the_installed_driver(postgresql_url: str) -> None:
+    """SQLAlchemy 2.1 would pick psycopg 3 for `postgresql://`, which is not installed."""
+    bare = postgresql_url.replace("postgresql+psycopg2://", "postgresql://")
+    engine = schema.make_engine(bare)
+    try:
+        assert engine.dialect.driver == "psycopg2"
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT 1")).scalar_one() == 1
+    finally:
+        engine.dispose()

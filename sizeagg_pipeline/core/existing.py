@@ -120,10 +120,12 @@ def _column_findings(inspector: sa.Inspector, table: sa.Table, dialect: sa.Diale
 def init_db(engine: sa.Engine) -> InitDbReport:
     """Create what is missing, add a missing aggregate upsert key, report the rest."""
     report = InitDbReport()
-    inspector = sa.inspect(engine)
-    existing = set(inspector.get_table_names())
     dialect = engine.dialect
     with engine.begin() as conn:
+        # One connection for everything: on SQLite a second one would wait for the
+        # write lock this transaction holds (BEGIN IMMEDIATE).
+        inspector = sa.inspect(conn)
+        existing = set(inspector.get_table_names())
         for table in schema.metadata.sorted_tables:
             if table.name not in existing:
                 continue
@@ -134,7 +136,7 @@ def init_db(engine: sa.Engine) -> InitDbReport:
                 if layout is not None:
                     managed = layout.managed_on(PARTITION_COLUMNS.get(table.name, ""))
                     suffix = (
-                        "; missing month partitions are created before sizeagg writes"
+                        "; sizeagg makes missing month partitions before it writes"
                         if managed and table.name in ORIGIN_UPSERT_KEYS
                         else ""
                     )
@@ -162,7 +164,8 @@ def init_db(engine: sa.Engine) -> InitDbReport:
                 else:
                     details.append(f"no unique key on ({', '.join(wanted)}): `demo-data` cannot upsert here")
             notes, problems = _column_findings(inspector, table, dialect)
-            details += notes
+            if dialect.name == "postgresql":  # SQLite's reflected types say little (no time zones)
+                details += notes
             report.problems += problems
     created = schema.create_missing(engine)
     report.created = created.created
