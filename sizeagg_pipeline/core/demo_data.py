@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .pg_partitions import ensure_month_partitions
-from .schema import database_size_stats, instance_size_stats, instances
+from .schema import database_size_stats, instance_size_stats, instances, not_deleted
 
 DB_TYPES = ("mysql", "postgresql", "sqlserver", "oracle")
 PORTS = {"mysql": 3306, "postgresql": 5432, "sqlserver": 1433, "oracle": 1521}
@@ -111,7 +111,7 @@ def generate(
     inst_stmt = _insert(conn, instance_size_stats)
     inst_stmt = inst_stmt.on_conflict_do_update(
         index_elements=["instance_id", "collected_date"],
-        index_where=instance_size_stats.c.is_deleted == sa.false(),  # the index predicate, verbatim
+        index_where=not_deleted(conn.dialect.name),
         set_={c: inst_stmt.excluded[c] for c in ("total_size_mb", "database_count")},
     )
     pending: list[dict[str, object]] = []

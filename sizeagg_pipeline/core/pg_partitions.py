@@ -194,7 +194,10 @@ def require_partitions(conn: sa.Connection, table: str, column: str, days: Itera
     if missing:
         statements = "; ".join(create_statement(table, m) for m in missing)
         names = ", ".join(partition_name(table, m) for m in missing)
-        raise MissingPartition(f"{table} has no partition for {column} in {names}: create with {statements}")
+        raise MissingPartition(
+            f"{table} has no month partition {names} for the {column} values being written "
+            f"(sizeagg.core.aggregation.aggregate creates it; here, create it with: {statements})"
+        )
 
 
 def _first_line(exc: sa.exc.DBAPIError) -> str:

@@ -82,15 +82,26 @@ instance_size_stats = sa.Table(
     _ts("updated_at", default_now=True),
     sa.Index("ix_instance_size_stats_collected_date", "collected_date"),
 )
+
+
+def not_deleted(dialect: str) -> sa.ColumnElement[bool]:
+    """The predicate of `uq_instance_size_stats_instance_date`, per dialect.
+
+    An upsert's `ON CONFLICT … WHERE` must repeat it in the same form (PostgreSQL and
+    SQLite do not prove `IS false` and `= false` equivalent). On PostgreSQL it is the
+    origin's `is_deleted = false`, so one upsert fits origin tables and sizeagg's own.
+    """
+    column = instance_size_stats.c.is_deleted
+    return column == sa.false() if dialect == "postgresql" else column.is_(sa.false())
+
+
 sa.Index(
     "uq_instance_size_stats_instance_date",
     instance_size_stats.c.instance_id,
     instance_size_stats.c.collected_date,
     unique=True,
-    # `= false`, as in the origin's DDL: PostgreSQL infers the index of an upsert's
-    # `ON CONFLICT … WHERE` only from the same form of predicate (`IS false` ≠ `= false`).
-    postgresql_where=instance_size_stats.c.is_deleted == sa.false(),
-    sqlite_where=instance_size_stats.c.is_deleted == sa.false(),
+    postgresql_where=not_deleted("postgresql"),
+    sqlite_where=not_deleted("sqlite"),
 )
 
 # The unique keys of the aggregate tables lead with (period_type, period_start):
