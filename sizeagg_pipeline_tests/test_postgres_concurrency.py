@@ -81,6 +81,9 @@ def test_two_runs_materializing_one_partition_at_once(pg_engine: sa.Engine, tmp_
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")  # pools: app_db writers bounded
+    # Create the instance's storage once, as any deployment has: two processes creating a
+    # fresh SQLite storage at the same moment can both stamp its alembic version.
+    dg.DagsterInstance.from_config(str(home)).dispose()
     env = {**os.environ, "DAGSTER_HOME": str(home)}
     command = [
         str(BIN / "dagster"),
