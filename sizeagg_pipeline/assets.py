@@ -5,13 +5,15 @@ into period windows and calls `core.aggregation`, which does all the work in SQL
 """
 
 import warnings
+from collections.abc import Iterator
 
 import dagster as dg
 import pandas as pd
 import sqlalchemy as sa
 
-from .core import aggregation
-from .core.aggregation import LEVELS, Level, WriteResult
+from . import checks, lineage
+from .core import aggregation, charts, schema
+from .core.aggregation import DATABASE, LEVELS, Level, WriteResult
 from .core.periods import PERIODS, Period
 from .core.settings import database_url
 from .partitions import PARTITIONS, context_windows
@@ -37,7 +39,7 @@ database_size_stats = dg.AssetSpec(
     group_name="raw",
     owners=OWNERS,
     kinds=KINDS,
-    metadata={"dagster/table_name": "database_size_stats"},
+    metadata=lineage.raw_metadata(schema.database_size_stats),
 )
 instance_size_stats = dg.AssetSpec(
     "instance_size_stats",
@@ -48,7 +50,7 @@ instance_size_stats = dg.AssetSpec(
     group_name="raw",
     owners=OWNERS,
     kinds=KINDS,
-    metadata={"dagster/table_name": "instance_size_stats"},
+    metadata=lineage.raw_metadata(schema.instance_size_stats),
 )
 RAW_ASSETS = {"database": database_size_stats, "instance": instance_size_stats}
 
@@ -78,6 +80,27 @@ def _preview(engine: sa.Engine, level: Level, result: WriteResult) -> str:
     return frame.to_markdown(index=False) if len(frame) else "_no rows: no raw data in the window_"
 
 
+LINEAGE = {DATABASE.name: lineage.DATABASE_LINEAGE, "instance": lineage.INSTANCE_LINEAGE}
+CHARTED = (Period.WEEKLY, Period.MONTHLY)
+
+
+def _definition_metadata(level: Level, period: Period, raw: dg.AssetSpec) -> dict[str, object]:
+    return {
+        **lineage.aggregate_metadata(level.target, LINEAGE[level.name], raw.key, level.raw),
+        "period_type": period.value,
+    }
+
+
+def _growth_metadata(engine: sa.Engine, level: Level, result: WriteResult) -> dict[str, object]:
+    """Weekly and monthly: chart and table of the top growers over the last 12 periods."""
+    with engine.connect() as conn:
+        report = charts.growth_report(conn, level, result.period, result.last.start)
+    return {
+        "top_growth_chart": dg.MetadataValue.md(charts.chart_markdown(report)),
+        "top_growth_table": dg.MetadataValue.md(charts.table_markdown(report)),
+    }
+
+
 def _metadata(engine: sa.Engine, level: Level, result: WriteResult) -> dict[str, object]:
     return {
         "dagster/row_count": result.rows,
@@ -88,6 +111,11 @@ def _metadata(engine: sa.Engine, level: Level, result: WriteResult) -> dict[str,
         "window": result.window_text,
         "partitions": f"{result.first.key}...{result.last.key}",
         "preview": dg.MetadataValue.md(_preview(engine, level, result)),
+        # Materialization metadata too: the UI's column-lineage view reads the latest event.
+        "dagster/column_lineage": lineage.column_lineage(
+            LINEAGE[level.name], {c.name: [(dg.AssetKey(level.raw.name), c.name)] for c in level.raw.columns}
+        ),
+        **(_growth_metadata(engine, level, result) if result.period in CHARTED else {}),
     }
 
 
@@ -115,16 +143,21 @@ def _build_period_asset(level: Level, period: Period, raw: dg.AssetSpec) -> dg.A
         owners=OWNERS,
         kinds=KINDS,
         pool="app_db",
-        metadata={"dagster/table_name": level.target.name, "period_type": period.value},
+        metadata=_definition_metadata(level, period, raw),
+        check_specs=[checks.raw_check_spec(level, period)],
     )
-    def _asset(context: dg.AssetExecutionContext, db: AppDatabase) -> dg.MaterializeResult:
+    def _asset(
+        context: dg.AssetExecutionContext, db: AppDatabase
+    ) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
         windows = context_windows(context, period)
+        # Blocking: a failed check raises before anything is written.
+        yield from checks.gate_raw_rows(db.engine, level, windows)
         result = aggregation.aggregate(db.engine, level, windows)
         context.log.info(
             f"{level.target.name} {period} {result.window_text}: {result.inserted} inserted, "
             f"{result.updated} updated, {result.deleted} deleted, {result.instances} instances"
         )
-        return dg.MaterializeResult(metadata=_metadata(db.engine, level, result))
+        yield dg.MaterializeResult(metadata=_metadata(db.engine, level, result))
 
     return _asset
 

@@ -11,7 +11,7 @@ termination (`DagsterExecutionInterruptedError` is not an `Exception`).
 import dagster as dg
 from pydantic import Field
 
-from . import executions
+from . import executions, lineage
 from .assets import KINDS, OWNERS, PERIOD_ASSETS
 from .core import sessions
 from .core.periods import parse_date
@@ -40,7 +40,7 @@ class SessionConfig(dg.Config):
     owners=OWNERS,
     kinds=KINDS,
     pool="app_db",
-    metadata={"dagster/table_name": "sync_sessions"},
+    metadata=lineage.session_metadata(),
 )
 def aggregation_session(
     context: dg.AssetExecutionContext, db: AppDatabase, config: SessionConfig

@@ -1,4 +1,5 @@
-"""The one module that knows the schema: the seven tables of contract §1.
+"""The one module that knows the schema: the seven tables of contract §1, and the
+`capacity_forecasts` table the forecast asset writes.
 
 Table and column names are the origin platform's, so sizeagg can be pointed at an
 existing database of that platform. Every default lives in the database (other
@@ -215,6 +216,54 @@ sync_instance_records = sa.Table(
     sa.Column("sync_details", Json),
     _ts("created_at", default_now=True),
     sa.Index("ix_sync_instance_records_session_id", "session_id"),
+)
+
+# Written by the `capacity_forecast` asset (issue 6; not an origin table): one row per
+# database (database_name set) and per instance (database_name NULL) and as_of date.
+# NULLs are distinct in a unique constraint, so the two kinds of row get one partial
+# unique index each.
+capacity_forecasts = sa.Table(
+    "capacity_forecasts",
+    metadata,
+    _id(),
+    sa.Column("instance_id", sa.Integer, nullable=False),
+    sa.Column("database_name", sa.String(255)),
+    sa.Column("as_of", sa.Date, nullable=False),
+    sa.Column("window_days", sa.Integer, nullable=False),
+    sa.Column("sample_days", sa.Integer, nullable=False),
+    sa.Column("first_day", sa.Date, nullable=False),
+    sa.Column("last_day", sa.Date, nullable=False),
+    sa.Column("last_size_mb", sa.BigInteger, nullable=False),
+    sa.Column("fitted_size_mb", sa.BigInteger, nullable=False),
+    sa.Column("slope_mb_per_day", sa.Double, nullable=False),
+    sa.Column("projected_30d_mb", sa.BigInteger, nullable=False),
+    sa.Column("projected_90d_mb", sa.BigInteger, nullable=False),
+    sa.Column("projected_180d_mb", sa.BigInteger, nullable=False),
+    sa.Column("threshold_mb", sa.BigInteger, nullable=False),
+    sa.Column("days_until_threshold", sa.Integer),
+    sa.Column("r_squared", sa.Double),
+    sa.Column("residual_scale_mb", sa.Double, nullable=False),
+    sa.Column("outlier_days", sa.Integer, nullable=False),
+    sa.Column("method", sa.String(40), nullable=False),
+    _ts("calculated_at", nullable=False, default_now=True),
+    _ts("created_at", nullable=False, default_now=True),
+)
+sa.Index(
+    "uq_capacity_forecasts_database",
+    capacity_forecasts.c.as_of,
+    capacity_forecasts.c.instance_id,
+    capacity_forecasts.c.database_name,
+    unique=True,
+    postgresql_where=capacity_forecasts.c.database_name.isnot(None),
+    sqlite_where=capacity_forecasts.c.database_name.isnot(None),
+)
+sa.Index(
+    "uq_capacity_forecasts_instance",
+    capacity_forecasts.c.as_of,
+    capacity_forecasts.c.instance_id,
+    unique=True,
+    postgresql_where=capacity_forecasts.c.database_name.is_(None),
+    sqlite_where=capacity_forecasts.c.database_name.is_(None),
 )
 
 RAW_TABLES = (instances, database_size_stats, instance_size_stats)

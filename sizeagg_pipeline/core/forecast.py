@@ -1,0 +1,357 @@
+"""Capacity forecast: a robust linear trend per series, fitted for all series at once.
+
+A series is one database's (or one instance's) daily size over the last
+``window_days`` days up to ``as_of``. Days without data are simply absent: the fit
+uses the days it has, on their real dates, so a gap neither shifts nor flattens
+the trend.
+
+Why this estimator: sizes are mostly linear over a quarter, but a collector glitch,
+a one-off bulk load or a purge puts single days far off the line, and ordinary least
+squares follows them. Theil–Sen (median of pairwise slopes) resists that but is a
+per-series sort over n² pairs. Iteratively reweighted least squares (IRLS) needs only
+weighted sums along one axis, so every series is fitted together with numpy array
+operations — no Python loop over series or days:
+
+1. ordinary least squares on the observed days;
+2. Huber IRLS (c = 1.345, scale = MAD of the residuals, re-estimated each step):
+   convex, so it converges to one answer whatever the start, and caps the pull of
+   any single day;
+3. Tukey bisquare IRLS (c = 4.685) from the Huber fit with its scale fixed: days
+   further than c·scale from the line get weight 0, so gross outliers no longer
+   count at all (the usual MM-style refinement).
+
+The intercept is placed at ``as_of`` (t = 0), so it is the fitted size "today", and
+projections are ``fitted + slope · h``, never below 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from .schema import capacity_forecasts, database_size_aggregations, instance_size_aggregations
+
+METHOD = "huber+bisquare IRLS"
+HUBER_C = 1.345
+BISQUARE_C = 4.685
+MAD_TO_SIGMA = 1 / 0.6745
+MAX_DAYS_UNTIL = 36_500  # beyond 100 years is "not in sight": stored as NULL
+HORIZONS = (30, 90, 180)
+# Sizes are whole MB: rounding alone scatters points by up to ±0.5 MB. A residual
+# scale below that would call a flat series that wobbles by 1 MB "all outliers".
+MIN_SCALE_MB = 0.5  # days after as_of; one projected_<h>d_mb column each
+
+
+@dataclass(frozen=True)
+class ForecastSettings:
+    """What a forecast run fits and reports; every field is configurable per run."""
+
+    window_days: int = 90
+    min_points: int = 14
+    database_threshold_mb: int = 51_200
+    instance_threshold_mb: int = 512_000
+    flag_within_days: int = 30
+    max_iterations: int = 50
+
+    def __post_init__(self) -> None:
+        if self.window_days < 2:
+            raise ValueError("window_days must be at least 2")
+        if not 2 <= self.min_points <= self.window_days:
+            raise ValueError("min_points must be between 2 and window_days")
+
+
+@dataclass(frozen=True)
+class TrendFit:
+    """Per-series arrays (length = number of series) of a robust linear fit."""
+
+    slope: np.ndarray  # MB per day
+    level: np.ndarray  # fitted size at t = 0 (as_of)
+    scale: np.ndarray  # robust residual scale, MB
+    r_squared: np.ndarray  # weighted R²; NaN when the series is constant
+    points: np.ndarray  # observed days
+    outliers: np.ndarray  # observed days with weight 0 in the final fit
+
+
+def _wls(y: np.ndarray, t: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted least squares of y = level + slope·t for every row at once."""
+    sw = w.sum(axis=1)
+    safe = np.where(sw > 0, sw, 1.0)
+    t_mean = (w * t).sum(axis=1) / safe
+    y_mean = (w * y).sum(axis=1) / safe
+    dt = t - t_mean[:, None]
+    stt = (w * dt * dt).sum(axis=1)
+    sty = (w * dt * (y - y_mean[:, None])).sum(axis=1)
+    slope = np.divide(sty, stt, out=np.zeros_like(sty), where=stt > 0)
+    return y_mean - slope * t_mean, slope
+
+
+def _mad_scale(residuals: np.ndarray, mask: np.ndarray, floor: np.ndarray) -> np.ndarray:
+    """MAD of the residuals of observed days (as a σ estimate), at least `floor`."""
+    # np.nanmedian along an axis is a Python-level loop; sorting with the missing days
+    # pushed to the end (NaN sorts last) and picking the middle of each row is not.
+    ordered = np.sort(np.where(mask, np.abs(residuals), np.nan), axis=1)
+    count = mask.sum(axis=1)
+    rows = np.arange(len(ordered))
+    low = ordered[rows, np.maximum(count - 1, 0) // 2]
+    high = ordered[rows, count // 2]
+    mad = np.where(count > 0, (low + high) / 2, 0.0) * MAD_TO_SIGMA
+    return np.maximum(np.nan_to_num(mad, nan=0.0), floor)
+
+
+def robust_trend(
+    y: np.ndarray, t: np.ndarray, max_iterations: int = 50, min_scale: float = MIN_SCALE_MB
+) -> TrendFit:
+    """Fit every row of `y` (NaN = no data that day) against day offsets `t` (≤ 0 at as_of).
+
+    Rows need at least two observed days on different dates for a slope; others get
+    slope 0 through the zero-variance guard and should be filtered by the caller.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    if y.ndim != 2:
+        raise ValueError("y must be (series, days)")
+    t = np.broadcast_to(np.asarray(t, dtype=np.float64), y.shape)
+    mask = ~np.isnan(y)
+    y0 = np.where(mask, y, 0.0)
+    observed = mask.astype(np.float64)
+    # Scatter below `min_scale` is measurement rounding, not noise: without a floor an
+    # exactly linear series has scale 0 and every weight becomes 0/0.
+    floor = np.full(len(y), max(float(min_scale), 1e-12))
+
+    level, slope = _wls(y0, t, observed)
+    scale = floor
+    for _ in range(max_iterations):  # Huber: convex, converges from any start
+        residuals = y0 - (level[:, None] + slope[:, None] * t)
+        scale = _mad_scale(residuals, mask, floor)
+        u = np.abs(residuals) / (HUBER_C * scale[:, None])
+        weights = observed * np.minimum(1.0, 1.0 / np.maximum(u, 1e-300))
+        new_level, new_slope = _wls(y0, t, weights)
+        done = _converged(level, slope, new_level, new_slope)
+        level, slope = new_level, new_slope
+        if done:
+            break
+
+    huber_level, huber_slope = level, slope
+    weights = observed
+    for _ in range(max_iterations):  # bisquare, scale fixed at the Huber scale
+        residuals = y0 - (level[:, None] + slope[:, None] * t)
+        u = residuals / (BISQUARE_C * scale[:, None])
+        weights = observed * np.where(np.abs(u) < 1.0, (1.0 - u * u) ** 2, 0.0)
+        new_level, new_slope = _wls(y0, t, weights)
+        done = _converged(level, slope, new_level, new_slope)
+        level, slope = new_level, new_slope
+        if done:
+            break
+    # A bisquare fit needs two days with weight on different dates; else keep Huber's.
+    t_masked = np.where(weights > 0, t, np.nan)
+    with np.errstate(all="ignore"):
+        spread = np.nanmax(t_masked, axis=1) - np.nanmin(t_masked, axis=1)
+    degenerate = ~(np.nan_to_num(spread, nan=0.0) > 0)
+    level = np.where(degenerate, huber_level, level)
+    slope = np.where(degenerate, huber_slope, slope)
+    weights = np.where(degenerate[:, None], observed, weights)
+
+    residuals = np.where(mask, y0 - (level[:, None] + slope[:, None] * t), 0.0)
+    sw = weights.sum(axis=1)
+    y_mean = (weights * y0).sum(axis=1) / np.where(sw > 0, sw, 1.0)
+    ss_tot = (weights * (y0 - y_mean[:, None]) ** 2).sum(axis=1)
+    ss_res = (weights * residuals**2).sum(axis=1)
+    with np.errstate(all="ignore"):
+        r_squared = np.where(
+            ss_tot > 1e-12 * np.maximum(1.0, (weights * y0**2).sum(axis=1)), 1.0 - ss_res / ss_tot, np.nan
+        )
+    return TrendFit(
+        slope=slope,
+        level=level,
+        scale=scale,
+        r_squared=r_squared,
+        points=mask.sum(axis=1),
+        outliers=(mask & (weights == 0)).sum(axis=1),
+    )
+
+
+def _converged(level: np.ndarray, slope: np.ndarray, new_level: np.ndarray, new_slope: np.ndarray) -> bool:
+    tol = 1e-8
+    return bool(
+        np.all(np.abs(new_slope - slope) <= tol * (1 + np.abs(slope)))
+        and np.all(np.abs(new_level - level) <= tol * (1 + np.abs(level)))
+    )
+
+
+def days_until(level: np.ndarray, slope: np.ndarray, threshold: np.ndarray) -> np.ndarray:
+    """Whole days from as_of until the fitted line reaches `threshold` (float, NaN = never).
+
+    0 when the fitted size is already at or above it; NaN when the trend is flat or
+    shrinking below it, or when it is more than MAX_DAYS_UNTIL days away.
+    """
+    with np.errstate(all="ignore"):
+        ahead = np.ceil((threshold - level) / slope)
+    result = np.where(level >= threshold, 0.0, np.where(slope > 0, ahead, np.nan))
+    return np.where(result > MAX_DAYS_UNTIL, np.nan, result)
+
+
+# --------------------------------------------------------------------------- frames
+
+# Long input: key columns, `day` (date) and `size_mb`, one row per series and day.
+SERIES_KEYS = ("instance_id", "database_name")
+
+
+def forecast_frame(
+    samples: pd.DataFrame,
+    as_of: date,
+    settings: ForecastSettings,
+    threshold_mb: int,
+) -> pd.DataFrame:
+    """Fit every series of `samples` (columns instance_id, database_name, day, size_mb).
+
+    Only rows with as_of − window_days < day ≤ as_of are used; database_name may be
+    None for instance series. Series with fewer than `min_points` days are dropped.
+    Returns one row per fitted series with the `capacity_forecasts` columns.
+    """
+    first = as_of - timedelta(days=settings.window_days - 1)
+    days = pd.to_datetime(samples["day"])
+    inside = samples[(days >= pd.Timestamp(first)) & (days <= pd.Timestamp(as_of))]
+    inside = inside.dropna(subset=["size_mb"])
+    columns = _output_columns(settings)
+    if inside.empty:
+        return pd.DataFrame(columns=columns)
+    codes = inside.groupby(list(SERIES_KEYS), dropna=False, sort=True).ngroup().to_numpy()
+    series = inside[list(SERIES_KEYS)].assign(code=codes).drop_duplicates("code").sort_values("code")
+    offset = (pd.to_datetime(inside["day"]) - pd.Timestamp(as_of)).dt.days.to_numpy()
+    column = offset + settings.window_days - 1
+    y = np.full((len(series), settings.window_days), np.nan)
+    y[codes, column] = inside["size_mb"].to_numpy(dtype=np.float64)
+    t = np.arange(-(settings.window_days - 1), 1, dtype=np.float64)
+
+    observed = ~np.isnan(y)
+    keep = observed.sum(axis=1) >= settings.min_points
+    if not keep.any():
+        return pd.DataFrame(columns=columns)
+    y, observed = y[keep], observed[keep]
+    fit = robust_trend(y, t, settings.max_iterations)
+    first_col = observed.argmax(axis=1)
+    last_col = settings.window_days - 1 - observed[:, ::-1].argmax(axis=1)
+    rows = np.arange(len(y))
+    key_frame = series[keep]
+
+    out = pd.DataFrame(
+        {
+            "instance_id": key_frame["instance_id"].astype("int64").to_numpy(),
+            "database_name": key_frame["database_name"]
+            .astype(object)
+            .where(key_frame["database_name"].notna(), None)
+            .to_numpy(),
+            "as_of": as_of,
+            "window_days": settings.window_days,
+            "sample_days": fit.points.astype("int64"),
+            "first_day": [first + timedelta(days=int(c)) for c in first_col],
+            "last_day": [first + timedelta(days=int(c)) for c in last_col],
+            "last_size_mb": y[rows, last_col].astype("int64"),
+            "fitted_size_mb": _whole_mb(fit.level),
+            "slope_mb_per_day": fit.slope,
+        }
+    )
+    for h in HORIZONS:
+        out[f"projected_{h}d_mb"] = _whole_mb(fit.level + fit.slope * h)
+    out["threshold_mb"] = threshold_mb
+    until = days_until(fit.level, fit.slope, np.full(len(y), float(threshold_mb)))
+    out["days_until_threshold"] = pd.array(np.where(np.isnan(until), 0, until).astype("int64"), dtype="Int64")
+    out.loc[np.isnan(until), "days_until_threshold"] = pd.NA
+    out["r_squared"] = np.round(fit.r_squared, 6)
+    out["residual_scale_mb"] = np.round(fit.scale, 3)
+    out["outlier_days"] = fit.outliers.astype("int64")
+    out["method"] = METHOD
+    return out[columns]
+
+
+def _whole_mb(values: np.ndarray) -> np.ndarray:
+    """Sizes are whole MB and never negative (a shrinking trend bottoms out at 0)."""
+    return np.maximum(np.rint(values), 0).astype("int64")
+
+
+def _output_columns(settings: ForecastSettings) -> list[str]:
+    return [
+        "instance_id",
+        "database_name",
+        "as_of",
+        "window_days",
+        "sample_days",
+        "first_day",
+        "last_day",
+        "last_size_mb",
+        "fitted_size_mb",
+        "slope_mb_per_day",
+        *(f"projected_{h}d_mb" for h in HORIZONS),
+        "threshold_mb",
+        "days_until_threshold",
+        "r_squared",
+        "residual_scale_mb",
+        "outlier_days",
+        "method",
+    ]
+
+
+def crossing_soon(frame: pd.DataFrame, within_days: int) -> pd.DataFrame:
+    """Series projected to reach their threshold after as_of but within `within_days`."""
+    until = frame["days_until_threshold"]
+    return frame[until.notna() & (until > 0) & (until <= within_days)].sort_values("days_until_threshold")
+
+
+# --------------------------------------------------------------------------- database
+
+
+def _raw_date(column: sa.ColumnElement) -> sa.ColumnElement:
+    # Skip SQLAlchemy's per-row date parsing (SQLite stores text); pandas parses the
+    # whole column at once below.
+    return sa.type_coerce(column, sa.String)
+
+
+def read_daily_sizes(conn: sa.Connection, first: date, last: date) -> pd.DataFrame:
+    """Daily sizes from the *daily aggregates* (not the raw tables), one row per series and day.
+
+    Databases: avg_size_mb of database_size_aggregations; instances: total_size_mb of
+    instance_size_aggregations (database_name NULL). Reading the aggregates keeps the
+    forecast downstream of `database_size_daily` / `instance_size_daily` in lineage,
+    and sees only data that passed their validation.
+    """
+    db, inst = database_size_aggregations, instance_size_aggregations
+    databases = sa.select(
+        db.c.instance_id,
+        db.c.database_name,
+        _raw_date(db.c.period_start).label("day"),
+        db.c.avg_size_mb.label("size_mb"),
+    ).where(db.c.period_type == "daily", db.c.period_start.between(first, last))
+    instance_rows = sa.select(
+        inst.c.instance_id,
+        sa.null().label("database_name"),
+        _raw_date(inst.c.period_start).label("day"),
+        inst.c.total_size_mb.label("size_mb"),
+    ).where(inst.c.period_type == "daily", inst.c.period_start.between(first, last))
+    rows = conn.execute(sa.union_all(databases, instance_rows)).all()
+    # Plain tuples: pandas probes a Row for namedtuple fields, one slow lookup per row.
+    frame = pd.DataFrame([tuple(r) for r in rows], columns=["instance_id", "database_name", "day", "size_mb"])
+    frame["day"] = pd.to_datetime(frame["day"]).dt.date
+    return frame
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, object]]:
+    """Rows as plain Python values (drivers reject numpy scalars; NA becomes NULL)."""
+    columns = {
+        name: [None if pd.isna(v) else v for v in frame[name].astype(object).tolist()]
+        for name in frame.columns
+    }
+    return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+
+
+def write_forecasts(conn: sa.Connection, frame: pd.DataFrame, first: date, last: date, now: datetime) -> int:
+    """Make the as_of slice [first, last] of capacity_forecasts equal `frame`, in the caller's transaction."""
+    table = capacity_forecasts
+    conn.execute(sa.delete(table).where(table.c.as_of.between(first, last)))
+    if frame.empty:
+        return 0
+    rows = _records(frame.assign(calculated_at=now, created_at=now))
+    conn.execute(sa.insert(table), rows)
+    return len(rows)
