@@ -63,9 +63,8 @@ def main() -> int:
             )
             checks = result.get_asset_check_evaluations()
             passed = sum(c.passed for c in checks)
-            print(
-                f"{period:<9} {start}...{end}: {'ok' if result.success else 'FAILED'}, checks {passed}/{len(checks)} passed"
-            )
+            status = "ok" if result.success else "FAILED"
+            print(f"{period:<9} {start}...{end}: {status}, checks {passed}/{len(checks)} passed")
             failed += not result.success
         result = defs.resolve_job_def("raw_table_checks_job").execute_in_process(
             run_config=QUIET, instance=instance, raise_on_error=False
@@ -80,12 +79,12 @@ def main() -> int:
         )
         failed += not result.success
         for event in result.get_asset_materialization_events():
-            meta = event.materialization.metadata
+            meta = {k: v.value for k, v in event.materialization.metadata.items()}
             print(
-                f"forecast as of {last}: {meta['databases_forecast'].value} databases, "
-                f"{meta['instances_forecast'].value} instances; within {meta['flagged_within_days'].value} days "
-                f"{meta['flagged_databases'].value} database(s) and {meta['flagged_instances'].value} instance(s) "
-                f"reach their threshold, {meta['already_over_threshold'].value} already over"
+                f"forecast as of {last}: {meta['databases_forecast']} databases, "
+                f"{meta['instances_forecast']} instances; within {meta['flagged_within_days']} days "
+                f"{meta['flagged_databases']} database(s) and {meta['flagged_instances']} instance(s) "
+                f"reach their threshold, {meta['already_over_threshold']} already over"
             )
     return 1 if failed else 0
 

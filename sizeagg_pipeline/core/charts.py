@@ -18,13 +18,13 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display; must precede pyplot
 
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import sqlalchemy as sa  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
+import sqlalchemy as sa
 
-from .aggregation import DATABASE, Level  # noqa: E402
-from .periods import Period, Window, window_containing  # noqa: E402
-from .schema import instances  # noqa: E402
+from .aggregation import DATABASE, Level
+from .periods import Period, Window, window_containing
+from .schema import instances
 
 PERIODS_SHOWN = 12
 TOP = 10

@@ -414,7 +414,8 @@ def sessions_running_too_long(conn: sa.Connection, cutoff: datetime, max_runtime
         .limit(EXAMPLES)
     ).mappings()
     examples = [
-        f"{x['session_id']} started {x['started_at']:%Y-%m-%d %H:%M:%S} UTC ({x['total_instances']} instances)"
+        f"{x['session_id']} started {x['started_at']:%Y-%m-%d %H:%M:%S} UTC "
+        f"({x['total_instances']} instances)"
         for x in offending
     ]
     return Finding(
