@@ -106,21 +106,22 @@ class WindowCheckConfig(dg.Config):
         default=92,
         description=(
             "Only when the check runs without a partition (the Checks tab's Execute): check "
-            "every window of this period that overlaps the last lookback_days days."
+            "every materialized window of this period that overlaps the last lookback_days days."
         ),
     )
 
 
 def _check_windows(
-    context: dg.AssetCheckExecutionContext, period: Period, config: WindowCheckConfig
+    context: dg.AssetCheckExecutionContext, conn: sa.Connection, level: Level, period: Period, lookback: int
 ) -> list[Window]:
-    """The run's windows, or the recent ones when the check runs on its own."""
+    """The run's windows; on its own, the recent windows that were materialized."""
     if context.has_partition_key or context.has_partition_key_range:
         key_range = context.partition_key_range
         return windows_between(period, key_range.start, key_range.end)
     today = CALENDAR.today()
-    first = window_containing(period, today - timedelta(days=max(config.lookback_days, 0)))
-    return windows_between(period, first.key, window_containing(period, today).key)
+    first = window_containing(period, today - timedelta(days=max(lookback, 0)))
+    recent = windows_between(period, first.key, window_containing(period, today).key)
+    return quality.materialized_windows(conn, level, recent)
 
 
 def _build_window_checks(level: Level, period: Period) -> dg.AssetChecksDefinition:
@@ -151,11 +152,11 @@ def _build_window_checks(level: Level, period: Period) -> dg.AssetChecksDefiniti
     def _checks(
         context: dg.AssetCheckExecutionContext, db: AppDatabase, config: WindowCheckConfig
     ) -> Iterator[dg.AssetCheckResult]:
-        windows = _check_windows(context, period, config)
         with db.engine.connect() as conn:
+            windows = _check_windows(context, conn, level, period, config.lookback_days)
             data_count = quality.data_count_matches_raw(conn, level, windows)
             coverage = quality.one_row_per_group(conn, level, windows)
-        text = _window_text(windows)
+        text = _window_text(windows) if windows else "none materialized in the lookback"
         yield _result(data_count, DATA_COUNT_CHECK, asset, windows=text)
         yield _result(coverage, coverage_check_name(level), asset, windows=text)
 

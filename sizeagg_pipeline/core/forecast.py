@@ -240,10 +240,10 @@ def forecast_frame(
     out = pd.DataFrame(
         {
             "instance_id": key_frame["instance_id"].astype("int64").to_numpy(),
-            "database_name": key_frame["database_name"]
-            .astype(object)
-            .where(key_frame["database_name"].notna(), None)
-            .to_numpy(),
+            # object, not pandas' str dtype: an instance's row keeps None, not NaN
+            "database_name": pd.Series(
+                [None if pd.isna(v) else v for v in key_frame["database_name"]], dtype=object
+            ),
             "as_of": as_of,
             "window_days": settings.window_days,
             "sample_days": fit.points.astype("int64"),

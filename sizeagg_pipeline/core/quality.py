@@ -183,6 +183,28 @@ def _reconciled(level: Level, windows: Sequence[Window]) -> sa.Subquery:
     )
 
 
+def materialized_windows(conn: sa.Connection, level: Level, windows: Sequence[Window]) -> list[Window]:
+    """The windows among `windows` that have at least one aggregate row (were materialized).
+
+    A check launched on its own looks at recent windows; one that was never
+    materialized is a missing partition (the UI shows those), not a wrong row.
+    """
+    if not windows:
+        return []
+    target = level.target
+    starts = set(
+        conn.execute(
+            sa.select(target.c.period_start)
+            .distinct()
+            .where(
+                target.c.period_type == windows[0].period.value,
+                target.c.period_start.between(windows[0].start, windows[-1].start),
+            )
+        ).scalars()
+    )
+    return [w for w in windows if w.start in starts]
+
+
 def _group_text(level: Level, row: sa.RowMapping) -> str:
     parts = [f"{row['period_start']}", f"instance {row['instance_id']}"]
     if level is DATABASE:
