@@ -1,0 +1,222 @@
+"""Lineage metadata: complete against the schema, and served by the webserver as the UI sees it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sizeagg_pipeline import defs, lineage
+from sizeagg_pipeline.core import schema
+from sizeagg_pipeline.forecast import FORECAST_SOURCES
+
+ROOT = Path(__file__).resolve().parent.parent
+AGGREGATES = [
+    f"{lvl}_size_{p}" for lvl in ("database", "instance") for p in ("daily", "weekly", "monthly", "quarterly")
+]
+GROUPS = {"raw", "aggregates", "sessions"}
+
+
+@pytest.mark.parametrize(
+    ("mapping", "table", "sources"),
+    [
+        (lineage.DATABASE_LINEAGE, schema.database_size_aggregations, schema.database_size_stats.c.keys()),
+        (lineage.INSTANCE_LINEAGE, schema.instance_size_aggregations, schema.instance_size_stats.c.keys()),
+        (lineage.FORECAST_LINEAGE, schema.capacity_forecasts, FORECAST_SOURCES.keys()),
+    ],
+)
+def test_every_column_has_lineage(mapping: lineage.Lineage, table, sources) -> None:  # type: ignore[no-untyped-def]
+    assert set(mapping) == set(table.c.keys())
+    used = {source for columns, _ in mapping.values() for source in columns}
+    assert used <= set(sources)
+
+
+def test_every_asset_carries_its_metadata() -> None:
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert keys == {
+        *AGGREGATES,
+        "database_size_stats",
+        "instance_size_stats",
+        "aggregation_session",
+        "capacity_forecast",
+    }
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        assert node.description, key
+        assert node.owners == ["team:dba-platform"], key
+        assert node.group_name in GROUPS, key
+        assert {"sql"} < set(node.kinds) and set(node.kinds) & {"sqlite", "postgres"}, key
+        table = schema.metadata.tables[node.metadata["dagster/table_name"]]
+        columns = [c.name for c in node.metadata["dagster/column_schema"].columns]
+        assert columns == list(table.c.keys()), key
+
+
+# --------------------------------------------------------------------------- through the webserver
+
+QUERY = """
+{
+  assetNodes {
+    assetKey { path }
+    groupName
+    description
+    kinds
+    owners { ... on TeamAssetOwner { team } }
+    dependencyKeys { path }
+    metadataEntries {
+      label
+      ... on TableColumnLineageMetadataEntry {
+        lineage { columnName columnDeps { assetKey { path } columnName } }
+      }
+      ... on TableSchemaMetadataEntry { schema { columns { name type } } }
+    }
+    assetChecksOrError { ... on AssetChecks { checks { name blocking description } } }
+  }
+}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _graphql(port: int, query: str) -> dict:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        body = json.loads(response.read())
+    assert "errors" not in body, body
+    return body["data"]
+
+
+def _stop_group(process: subprocess.Popen) -> None:
+    """SIGTERM the webserver's process group (it and its code server), SIGKILL what lingers."""
+    for sig, patience in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + patience
+        while time.monotonic() < deadline:
+            process.poll()
+            try:
+                os.killpg(process.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def webserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """`dagster-webserver -w workspace.yaml` on a free port, with its own DAGSTER_HOME and database."""
+    tmp = tmp_path_factory.mktemp("webserver")
+    home = tmp / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "SIZEAGG_DATABASE_URL": f"sqlite:///{tmp / 'app.db'}",
+    }
+    log = (tmp / "webserver.log").open("w")
+    command = [str(Path(sys.executable).parent / "dagster-webserver"), "-w", "workspace.yaml"]
+    process = subprocess.Popen(
+        [*command, "-h", "127.0.0.1", "-p", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group, so teardown reaches the code server
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert process.poll() is None, (tmp / "webserver.log").read_text()
+            try:
+                data = _graphql(
+                    port, "{ workspaceOrError { ... on Workspace { locationEntries { loadStatus } } } }"
+                )
+                statuses = [e["loadStatus"] for e in data["workspaceOrError"]["locationEntries"]]
+                if statuses and all(s == "LOADED" for s in statuses):
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "webserver did not load the workspace in 180 s"
+            time.sleep(0.5)
+        yield port
+    finally:
+        _stop_group(process)
+        log.close()
+
+
+@pytest.mark.slow
+def test_lineage_as_the_ui_sees_it(webserver: int) -> None:
+    nodes = {"/".join(n["assetKey"]["path"]): n for n in _graphql(webserver, QUERY)["assetNodes"]}
+    assert set(nodes) >= {*AGGREGATES, "database_size_stats", "capacity_forecast", "aggregation_session"}
+    for name, node in nodes.items():
+        assert node["description"] and node["groupName"] in GROUPS, name
+        assert {"team": "dba-platform"} in node["owners"], name
+        assert "sql" in node["kinds"] and ("sqlite" in node["kinds"] or "postgres" in node["kinds"]), name
+        labels = {e["label"] for e in node["metadataEntries"]}
+        assert "dagster/column_schema" in labels, name
+
+    def upstream(name: str) -> set[str]:
+        return {"/".join(k["path"]) for k in nodes[name]["dependencyKeys"]}
+
+    def column_lineage(name: str) -> dict[str, set[tuple[str, str]]]:
+        (entry,) = [e for e in nodes[name]["metadataEntries"] if e["label"] == "dagster/column_lineage"]
+        return {
+            c["columnName"]: {("/".join(d["assetKey"]["path"]), d["columnName"]) for d in c["columnDeps"]}
+            for c in entry["lineage"]
+        }
+
+    def check_names(name: str) -> dict[str, bool]:
+        return {c["name"]: c["blocking"] for c in nodes[name]["assetChecksOrError"]["checks"]}
+
+    assert upstream("database_size_weekly") == {"database_size_stats"}
+    assert upstream("instance_size_monthly") == {"instance_size_stats"}
+    assert upstream("capacity_forecast") == {"database_size_daily", "instance_size_daily"}
+    assert upstream("aggregation_session") == set(AGGREGATES)
+
+    weekly = column_lineage("database_size_weekly")
+    assert weekly["avg_size_mb"] == {("database_size_stats", "size_mb")}
+    assert weekly["avg_log_size_mb"] == {("database_size_stats", "log_size_mb")}
+    assert weekly["data_count"] == {("database_size_stats", "collected_date")}
+    assert column_lineage("instance_size_daily")["avg_size_mb"] == {
+        ("instance_size_stats", "total_size_mb"),
+        ("instance_size_stats", "database_count"),
+    }
+    assert ("database_size_daily", "avg_size_mb") in column_lineage("capacity_forecast")["slope_mb_per_day"]
+    assert ("instance_size_daily", "total_size_mb") in column_lineage("capacity_forecast")["slope_mb_per_day"]
+
+    assert check_names("database_size_daily") == {
+        "raw_rows_valid": True,
+        "data_count_matches_raw": False,
+        "one_row_per_database": False,
+    }
+    assert check_names("instance_size_quarterly") == {
+        "raw_rows_valid": True,
+        "data_count_matches_raw": False,
+        "one_row_per_instance": False,
+    }
+    assert check_names("database_size_stats") == {"no_invalid_rows": False}
+    assert check_names("aggregation_session") == {
+        "counts_add_up": False,
+        "no_session_running_too_long": False,
+    }
