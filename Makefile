@@ -7,7 +7,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.sizeagg/dagster_home
 BUSINESS_TZ := $(or $(SIZEAGG_TIMEZONE),Asia/Shanghai)
 PORT ?= 3000
 
-.PHONY: venv demo test postgres ui lint bench clean
+.PHONY: venv demo test postgres ui lineage lint bench clean
 
 $(STAMP): setup.py pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,7 @@ demo: venv $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/sizeagg init-db
 	$(BIN)/sizeagg demo-data --instances 20 --databases 15 --days 120
 	$(BIN)/sizeagg run --date $$(TZ=$(BUSINESS_TZ) date -d '14 days ago' +%F)..$$(TZ=$(BUSINESS_TZ) date -d yesterday +%F)
+	$(BIN)/python scripts/demo_insight.py
 	$(BIN)/sizeagg sessions --limit 14
 	@echo
 	@echo "Open the UI on these runs: make ui, then http://127.0.0.1:$(PORT)"
@@ -38,6 +39,10 @@ postgres:
 
 ui: venv $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -h 127.0.0.1 -p $(PORT) -w workspace.yaml
+
+# Screenshot the lineage graph of the running UI (`make ui` in another terminal).
+lineage: venv
+	$(BIN)/python scripts/render_lineage.py --url http://127.0.0.1:$(PORT)
 
 lint: venv
 	$(BIN)/ruff check .

@@ -144,7 +144,7 @@ with warnings.catch_warnings():
         backfill_policy=dg.BackfillPolicy.single_run(),
         description=(
             "Capacity forecast per database and per instance as of each day: a robust linear "
-            "trend (Huber, then bisquare IRLS) over the last window_days days of daily "
+            "trend (Theil–Sen start, bisquare IRLS) over the last window_days days of daily "
             "aggregates (days without data ignored), projected 30/90/180 days ahead, with the "
             "days until a configurable threshold, in capacity_forecasts. Metadata flags what "
             "is projected to cross its threshold within 30 days."

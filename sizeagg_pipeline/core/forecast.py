@@ -7,18 +7,22 @@ the trend.
 
 Why this estimator: sizes are mostly linear over a quarter, but a collector glitch,
 a one-off bulk load or a purge puts single days far off the line, and ordinary least
-squares follows them. Theil–Sen (median of pairwise slopes) resists that but is a
-per-series sort over n² pairs. Iteratively reweighted least squares (IRLS) needs only
-weighted sums along one axis, so every series is fitted together with numpy array
-operations — no Python loop over series or days:
+squares follows them. Every step below is an array operation over all series at
+once (no Python loop over series or days):
 
-1. ordinary least squares on the observed days;
-2. Huber IRLS (c = 1.345, scale = MAD of the residuals, re-estimated each step):
-   convex, so it converges to one answer whatever the start, and caps the pull of
-   any single day;
-3. Tukey bisquare IRLS (c = 4.685) from the Huber fit with its scale fixed: days
-   further than c·scale from the line get weight 0, so gross outliers no longer
-   count at all (the usual MM-style refinement).
+1. start: the median of the pairwise slopes (Theil–Sen) over pairs of observed days
+   at least a quarter of the window apart — the sorts run on blocks of 256 series
+   to bound memory; the level is the median of ``y − slope·t``;
+2. scale: the MAD of the start's residuals (as a σ, never below 0.5 MB);
+3. Tukey bisquare IRLS (c = 4.685) from that start with the scale fixed: days
+   further than c·scale from the line get weight 0, so outliers stop counting,
+   while the final line is a weighted least-squares fit of the good days (more
+   precise than the median start alone). This is the MM-estimator recipe: a
+   high-breakdown start, an efficient redescending refinement.
+
+Measured on 4,000 synthetic series (README): exact for exact lines with or without
+gaps; slope within 0.05 MB/day with σ = 3 MB noise and 10 % two-sided or 25 %
+one-sided outliers, where least squares is off by up to 6–9 MB/day.
 
 The intercept is placed at ``as_of`` (t = 0), so it is the fitted size "today", and
 projections are ``fitted + slope · h``, never below 0.
@@ -35,9 +39,9 @@ import sqlalchemy as sa
 
 from .schema import capacity_forecasts, database_size_aggregations, instance_size_aggregations
 
-METHOD = "huber+bisquare IRLS"
-HUBER_C = 1.345
+METHOD = "theil-sen start + bisquare IRLS"
 BISQUARE_C = 4.685
+BLOCK = 256  # series per pairwise-slope sort: ≤ 256 × 4,005 pairs × 8 B ≈ 8 MB at 90 days
 MAD_TO_SIGMA = 1 / 0.6745
 MAX_DAYS_UNTIL = 36_500  # beyond 100 years is "not in sight": stored as NULL
 HORIZONS = (30, 90, 180)
@@ -91,15 +95,31 @@ def _wls(y: np.ndarray, t: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.nd
 
 def _mad_scale(residuals: np.ndarray, mask: np.ndarray, floor: np.ndarray) -> np.ndarray:
     """MAD of the residuals of observed days (as a σ estimate), at least `floor`."""
-    # np.nanmedian along an axis is a Python-level loop; sorting with the missing days
-    # pushed to the end (NaN sorts last) and picking the middle of each row is not.
-    ordered = np.sort(np.where(mask, np.abs(residuals), np.nan), axis=1)
-    count = mask.sum(axis=1)
-    rows = np.arange(len(ordered))
-    low = ordered[rows, np.maximum(count - 1, 0) // 2]
-    high = ordered[rows, count // 2]
-    mad = np.where(count > 0, (low + high) / 2, 0.0) * MAD_TO_SIGMA
+    mad = _row_median(np.where(mask, np.abs(residuals), np.nan)) * MAD_TO_SIGMA
     return np.maximum(np.nan_to_num(mad, nan=0.0), floor)
+
+
+def _row_median(values: np.ndarray) -> np.ndarray:
+    """Median of each row ignoring NaN; NaN for a row without values (sort, not nanmedian)."""
+    ordered = np.sort(values, axis=1)  # NaN sorts last
+    count = (~np.isnan(values)).sum(axis=1)
+    rows = np.arange(len(values))
+    low = ordered[rows, np.maximum(count - 1, 0) // 2]
+    high = ordered[rows, np.minimum(count // 2, max(values.shape[1] - 1, 0))]
+    return np.where(count > 0, (low + high) / 2, np.nan)
+
+
+def _pairwise_median_slope(y: np.ndarray, t: np.ndarray, min_lag: int) -> np.ndarray:
+    """Theil–Sen slope of every row over day pairs ≥ `min_lag` apart (NaN: no such pair)."""
+    first, second = np.triu_indices(y.shape[1], k=min_lag)
+    result = np.full(len(y), np.nan)
+    if not len(first):
+        return result
+    run = t[second] - t[first]
+    for start in range(0, len(y), BLOCK):  # blocks of series, each one array operation
+        block = y[start : start + BLOCK]
+        result[start : start + BLOCK] = _row_median((block[:, second] - block[:, first]) / run)
+    return result
 
 
 def robust_trend(
@@ -107,13 +127,14 @@ def robust_trend(
 ) -> TrendFit:
     """Fit every row of `y` (NaN = no data that day) against day offsets `t` (≤ 0 at as_of).
 
-    Rows need at least two observed days on different dates for a slope; others get
-    slope 0 through the zero-variance guard and should be filtered by the caller.
+    `t` is one row of day offsets shared by all series (a regular day grid). Rows need
+    at least two observed days for a slope; the caller filters short series.
     """
     y = np.asarray(y, dtype=np.float64)
     if y.ndim != 2:
         raise ValueError("y must be (series, days)")
-    t = np.broadcast_to(np.asarray(t, dtype=np.float64), y.shape)
+    t_row = np.asarray(t, dtype=np.float64)
+    t = np.broadcast_to(t_row, y.shape)
     mask = ~np.isnan(y)
     y0 = np.where(mask, y, 0.0)
     observed = mask.astype(np.float64)
@@ -121,22 +142,20 @@ def robust_trend(
     # exactly linear series has scale 0 and every weight becomes 0/0.
     floor = np.full(len(y), max(float(min_scale), 1e-12))
 
-    level, slope = _wls(y0, t, observed)
-    scale = floor
-    for _ in range(max_iterations):  # Huber: convex, converges from any start
-        residuals = y0 - (level[:, None] + slope[:, None] * t)
-        scale = _mad_scale(residuals, mask, floor)
-        u = np.abs(residuals) / (HUBER_C * scale[:, None])
-        weights = observed * np.minimum(1.0, 1.0 / np.maximum(u, 1e-300))
-        new_level, new_slope = _wls(y0, t, weights)
-        done = _converged(level, slope, new_level, new_slope)
-        level, slope = new_level, new_slope
-        if done:
-            break
-
-    huber_level, huber_slope = level, slope
+    # 1. Theil–Sen start on pairs ≥ a quarter window apart (short pairs are mostly
+    #    noise); series whose data span less than that use every pair.
+    slope = _pairwise_median_slope(y, t_row, max(1, y.shape[1] // 4))
+    short = np.isnan(slope)
+    if short.any():
+        slope[short] = _pairwise_median_slope(y[short], t_row, 1)
+    slope = np.nan_to_num(slope, nan=0.0)
+    level = np.nan_to_num(_row_median(np.where(mask, y - slope[:, None] * t, np.nan)), nan=0.0)
+    start_level, start_slope = level, slope
+    # 2. Scale from the start's residuals, then fixed.
+    scale = _mad_scale(y0 - (level[:, None] + slope[:, None] * t), mask, floor)
+    # 3. Bisquare IRLS.
     weights = observed
-    for _ in range(max_iterations):  # bisquare, scale fixed at the Huber scale
+    for _ in range(max_iterations):
         residuals = y0 - (level[:, None] + slope[:, None] * t)
         u = residuals / (BISQUARE_C * scale[:, None])
         weights = observed * np.where(np.abs(u) < 1.0, (1.0 - u * u) ** 2, 0.0)
@@ -145,13 +164,13 @@ def robust_trend(
         level, slope = new_level, new_slope
         if done:
             break
-    # A bisquare fit needs two days with weight on different dates; else keep Huber's.
+    # A weighted fit needs two weighted days on different dates; else keep the start.
     t_masked = np.where(weights > 0, t, np.nan)
     with np.errstate(all="ignore"):
         spread = np.nanmax(t_masked, axis=1) - np.nanmin(t_masked, axis=1)
     degenerate = ~(np.nan_to_num(spread, nan=0.0) > 0)
-    level = np.where(degenerate, huber_level, level)
-    slope = np.where(degenerate, huber_slope, slope)
+    level = np.where(degenerate, start_level, level)
+    slope = np.where(degenerate, start_slope, slope)
     weights = np.where(degenerate[:, None], observed, weights)
 
     residuals = np.where(mask, y0 - (level[:, None] + slope[:, None] * t), 0.0)
