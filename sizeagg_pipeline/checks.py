@@ -25,7 +25,7 @@ import dagster as dg
 import sqlalchemy as sa
 from pydantic import Field
 
-from .core import quality
+from .core import aggregation, quality
 from .core.aggregation import DATABASE, INSTANCE, LEVELS, Level
 from .core.periods import PERIODS, Period, Window, window_containing, windows_between
 from .partitions import CALENDAR
@@ -92,6 +92,7 @@ def gate_raw_rows(
     """Yield the `raw_rows_valid` result; raise `dg.Failure` (nothing written) when it failed."""
     first, last = windows[0].previous().start, windows[-1].end
     with engine.connect() as conn:
+        aggregation.check_tables(conn, level)  # a missing table is named as such, not as bad data
         finding = quality.raw_rows_valid(conn, level, first, last)
     yield _result(finding, RAW_CHECK, rows_read=f"{first}..{last}")
     if not finding.passed:

@@ -6,11 +6,12 @@ import base64
 from datetime import date, timedelta
 
 import sqlalchemy as sa
-from conftest import add_instances
 
 from sizeagg_pipeline.core import charts, schema
 from sizeagg_pipeline.core.aggregation import DATABASE, INSTANCE
 from sizeagg_pipeline.core.periods import Period
+
+from .conftest import add_instances
 
 LAST_WEEK = date(2026, 3, 30)  # a Monday
 

@@ -14,12 +14,13 @@ from datetime import UTC, date, datetime, timedelta
 import dagster as dg
 import pytest
 import sqlalchemy as sa
-from conftest import add_db_rows, add_instance_rows, add_instances, fill_days
 
 from sizeagg_pipeline import checks, defs
 from sizeagg_pipeline.core import schema, sessions
 from sizeagg_pipeline.core.periods import Period, window_containing
 from sizeagg_pipeline.partitions import CALENDAR
+
+from .conftest import add_db_rows, add_instance_rows, add_instances, fill_days
 
 Evaluations = dict[tuple[str, str], dg.AssetCheckEvaluation]
 

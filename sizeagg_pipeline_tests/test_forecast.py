@@ -19,13 +19,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from conftest import add_instances, fill_days
 
 from sizeagg_pipeline.core import aggregation, forecast, schema
 from sizeagg_pipeline.core.forecast import ForecastSettings, forecast_frame, robust_trend
 from sizeagg_pipeline.core.periods import Period, windows_between
 from sizeagg_pipeline.forecast import capacity_forecast
 from sizeagg_pipeline.resources import AppDatabase
+
+from .conftest import add_instances, fill_days
 
 AS_OF = date(2026, 3, 31)
 

@@ -91,7 +91,8 @@ def test_init_db_reports_what_it_found_and_adds_only_the_missing_tables(
     out = capsys.readouterr().out
 
     created = [line for line in out.splitlines() if line.startswith("created ")]
-    assert created == ["created sync_sessions", "created sync_instance_records"]
+    # the origin has no session tables, and capacity_forecasts is sizeagg's own
+    assert created == ["created capacity_forecasts", "created sync_sessions", "created sync_instance_records"]
     for table in ("instances", "database_size_stats", "instance_size_stats"):
         assert f"found   {table}\n" in out
     assert "partitioned by RANGE (collected_date): 3 partitions, 2025-12..2026-02" in out
@@ -111,7 +112,7 @@ def test_init_db_reports_what_it_found_and_adds_only_the_missing_tables(
 
     with origin.connect() as conn:
         after = catalog_snapshot(conn)
-    new_tables = {"sync_sessions", "sync_instance_records"}
+    new_tables = {"sync_sessions", "sync_instance_records", "capacity_forecasts"}
     assert [r for r in after["columns"] if r[0] not in new_tables] == before["columns"]
     assert [r for r in after["kinds"] if r[0] not in new_tables] == before["kinds"]
     assert {r[0] for r in after["indexes"]} - {r[0] for r in before["indexes"]} == {
@@ -120,6 +121,9 @@ def test_init_db_reports_what_it_found_and_adds_only_the_missing_tables(
         "ix_sync_sessions_status",
         "sync_instance_records_pkey",
         "ix_sync_instance_records_session_id",
+        "capacity_forecasts_pkey",
+        "uq_capacity_forecasts_database",
+        "uq_capacity_forecasts_instance",
     }
     assert [r for r in after["indexes"] if r in before["indexes"]] == before["indexes"]
 
@@ -352,7 +356,8 @@ def test_the_cli_end_to_end_on_an_origin_database(
     for engine in _engine(postgresql_url):
         build_origin_schema(engine, [FEB], sync_tables=True, aggregate_months=[])
         assert cli.main(["init-db"]) == 0
-        assert "\ncreated " not in capsys.readouterr().out
+        created = [line for line in capsys.readouterr().out.splitlines() if line.startswith("created ")]
+        assert created == ["created capacity_forecasts"]  # the origin has every other table
         assert (
             cli.main(
                 ["demo-data", "--instances", "4", "--databases", "3", "--days", "45", "--end", "2026-03-10"]
