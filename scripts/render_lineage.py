@@ -23,7 +23,9 @@ import asyncio
 import base64
 import io
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -188,11 +190,34 @@ def _page_websocket(profile: Path, timeout: float = 30.0) -> str:
     raise SystemExit("render-lineage: chromium did not open its DevTools port")
 
 
+def _stop_group(browser: subprocess.Popen) -> None:
+    """Stop Chromium and its helper processes (its own process group), then reap it."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(browser.pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            browser.poll()
+            try:
+                os.killpg(browser.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+    browser.wait()
+
+
 def render(url: str, out: Path, width: int, height: int, timeout: float, max_width: int) -> None:
-    groups, assets = graph_contents(url)
+    try:
+        groups, assets = graph_contents(url)
+    except OSError as exc:
+        raise SystemExit(
+            f"render-lineage: cannot reach the UI at {url} ({exc}); start it with `make ui`"
+        ) from exc
     page = f"{url}/asset-groups?" + urllib.parse.urlencode({"expanded": ",".join(groups)})
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="render-lineage-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="render-lineage-", ignore_cleanup_errors=True) as tmp:
         profile = Path(tmp)
         browser = subprocess.Popen(
             [
@@ -210,12 +235,7 @@ def render(url: str, out: Path, width: int, height: int, timeout: float, max_wid
         try:
             png = asyncio.run(_capture(_page_websocket(profile), page, assets, width, height, timeout))
         finally:
-            browser.terminate()
-            try:
-                browser.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                browser.kill()
-                browser.wait()
+            _stop_group(browser)
     out.write_bytes(_fit_width(png, max_width))
     print(f"render-lineage: {page} -> {out} ({out.stat().st_size} bytes)")
 
