@@ -84,9 +84,9 @@ LINEAGE = {DATABASE.name: lineage.DATABASE_LINEAGE, "instance": lineage.INSTANCE
 CHARTED = (Period.WEEKLY, Period.MONTHLY)
 
 
-def _definition_metadata(level: Level, period: Period, raw: dg.AssetSpec) -> dict[str, object]:
+def _definition_metadata(level: Level, period: Period) -> dict[str, object]:
     return {
-        **lineage.aggregate_metadata(level.target, LINEAGE[level.name], raw.key, level.raw),
+        **lineage.aggregate_metadata(level.target, LINEAGE[level.name], level.raw),
         "period_type": period.value,
     }
 
@@ -112,9 +112,7 @@ def _metadata(engine: sa.Engine, level: Level, result: WriteResult) -> dict[str,
         "partitions": f"{result.first.key}...{result.last.key}",
         "preview": dg.MetadataValue.md(_preview(engine, level, result)),
         # Materialization metadata too: the UI's column-lineage view reads the latest event.
-        "dagster/column_lineage": lineage.column_lineage(
-            LINEAGE[level.name], {c.name: [(dg.AssetKey(level.raw.name), c.name)] for c in level.raw.columns}
-        ),
+        "dagster/column_lineage": lineage.aggregate_lineage(LINEAGE[level.name], level.raw),
         **(_growth_metadata(engine, level, result) if result.period in CHARTED else {}),
     }
 
@@ -143,7 +141,7 @@ def _build_period_asset(level: Level, period: Period, raw: dg.AssetSpec) -> dg.A
         owners=OWNERS,
         kinds=KINDS,
         pool="app_db",
-        metadata=_definition_metadata(level, period, raw),
+        metadata=_definition_metadata(level, period),
         check_specs=[checks.raw_check_spec(level, period)],
     )
     def _asset(

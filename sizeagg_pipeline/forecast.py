@@ -6,7 +6,7 @@ is one run and one transaction; the math is `core.forecast` (vectorized numpy).
 """
 
 import warnings
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 import pandas as pd
@@ -60,7 +60,7 @@ class ForecastConfig(dg.Config):
         )
 
 
-def forecast_days(engine: sa.Engine, days: list, settings: forecast.ForecastSettings) -> pd.DataFrame:
+def forecast_days(engine: sa.Engine, days: list[date], settings: forecast.ForecastSettings) -> pd.DataFrame:
     """Forecasts for every as_of day in `days`: one read, one vectorized fit per day."""
     first = days[0] - timedelta(days=settings.window_days - 1)
     with engine.connect() as conn:
@@ -103,7 +103,9 @@ def _flagged_markdown(flagged: pd.DataFrame, names: dict[int, str], empty: str) 
     return shown.to_markdown(index=False) + more
 
 
-def _metadata(frame: pd.DataFrame, settings: forecast.ForecastSettings, names: dict[int, str]) -> dict:
+def _metadata(
+    frame: pd.DataFrame, settings: forecast.ForecastSettings, names: dict[int, str]
+) -> dict[str, object]:
     latest = frame[frame["as_of"] == frame["as_of"].max()] if len(frame) else frame
     flagged = forecast.crossing_soon(latest, settings.flag_within_days)
     over = latest[latest["days_until_threshold"].eq(0).fillna(False)] if len(latest) else latest

@@ -165,12 +165,18 @@ def raw_metadata(table: sa.Table) -> dict[str, object]:
     return {"dagster/table_name": table.name, "dagster/column_schema": table_schema(table)}
 
 
-def aggregate_metadata(table: sa.Table, lineage: Lineage, raw_key: dg.AssetKey, raw: sa.Table) -> dict:
+def aggregate_lineage(lineage: Lineage, raw: sa.Table) -> dg.TableColumnLineage:
+    """Column lineage of an aggregate table from the raw table's asset (same name)."""
+    key = dg.AssetKey(raw.name)
+    return column_lineage(lineage, {c.name: [(key, c.name)] for c in raw.columns})
+
+
+def aggregate_metadata(table: sa.Table, lineage: Lineage, raw: sa.Table) -> dict[str, object]:
     """Definition metadata of an aggregate asset: schema with formulas, and column lineage."""
     return {
         "dagster/table_name": table.name,
         "dagster/column_schema": table_schema(table, describe(lineage, raw.name)),
-        "dagster/column_lineage": column_lineage(lineage, {c.name: [(raw_key, c.name)] for c in raw.columns}),
+        "dagster/column_lineage": aggregate_lineage(lineage, raw),
     }
 
 
