@@ -12,6 +12,7 @@ from .core.settings import DATABASE_URL_VAR, default_database_url
 from .forecast import capacity_forecast, capacity_forecast_job, capacity_forecast_schedule
 from .jobs import PERIOD_JOBS, aggregation_session_job
 from .resources import AppDatabase
+from .sensors import SENSORS
 from .session_asset import aggregation_session
 
 # The quick start runs with nothing configured: the embedded SQLite file.
@@ -22,6 +23,7 @@ defs = dg.Definitions(
     asset_checks=ALL_CHECKS,
     jobs=[*PERIOD_JOBS.values(), aggregation_session_job, capacity_forecast_job, raw_table_checks_job],
     schedules=[capacity_forecast_schedule],
+    sensors=SENSORS,
     resources={"db": AppDatabase(url=dg.EnvVar(DATABASE_URL_VAR))},
     # Each step is one SQL transaction: a process per step buys nothing but spawn time.
     executor=dg.in_process_executor,

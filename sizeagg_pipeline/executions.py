@@ -2,9 +2,10 @@
 
 One Dagster run cannot hold assets of different partitions definitions, so an
 execution is up to four period runs plus one session run, linked by a tag:
-`sizeagg/execution` for ticks and CLI runs, `dagster/backfill` for backfills.
-This module reads the real outcome of those runs from the Dagster instance, so the
-session step and the sensors judge an execution by what actually happened.
+`sizeagg/execution` for ticks, late-data re-runs and CLI runs, `dagster/backfill`
+for a backfill. This module reads the real outcome of those runs from the Dagster
+instance, so the session step and the sensors judge an execution by what actually
+happened.
 """
 
 from __future__ import annotations
@@ -16,22 +17,52 @@ from typing import Any
 
 import dagster as dg
 import sqlalchemy as sa
+from dagster._core.execution.backfill import PartitionBackfill
 
 from .core import sessions
 from .core.aggregation import LEVELS
-from .core.periods import PERIODS, Period, windows_for_date
+from .core.periods import PERIODS, Period, window_containing, windows_for_date
 
 EXECUTION_TAG = "sizeagg/execution"
 SYNC_TYPE_TAG = "sizeagg/sync_type"
 DATE_TAG = "sizeagg/date"
+TRIGGER_TAG = "sizeagg/trigger"  # tick | late_data | cli
+PERIODS_TAG = "sizeagg/periods"  # the periods the execution materializes, comma-separated
+RUNS_TAG = "sizeagg/runs"  # how many period runs the execution launches
 BACKFILL_TAG = "dagster/backfill"
 PARTITION_TAG = "dagster/partition"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 SESSION_ASSET = "aggregation_session"
+SESSION_JOB = "aggregation_session_job"
+PERIOD_JOB_NAMES = {f"{p}_aggregation_job": p for p in PERIODS}
 _ASSET_PERIODS = {level.asset_name(p): p for level in LEVELS for p in PERIODS}
-_ASSET_PERIODS.update({f"{p}_aggregation_job": p for p in PERIODS})
+_ASSET_PERIODS.update(PERIOD_JOB_NAMES)
+
+FINISHED = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
+
+
+def execution_tags(
+    execution_id: str,
+    sync_type: str,
+    *,
+    trigger: str,
+    periods: Sequence[Period] = PERIODS,
+    runs: int | None = None,
+    day: date | None = None,
+) -> dict[str, str]:
+    """Tags every run of one execution carries (filter on `sizeagg/execution` in the UI)."""
+    tags = {
+        EXECUTION_TAG: execution_id,
+        SYNC_TYPE_TAG: sync_type,
+        TRIGGER_TAG: trigger,
+        PERIODS_TAG: ",".join(p.value for p in periods),
+        RUNS_TAG: str(len(periods) if runs is None else runs),
+    }
+    if day is not None:
+        tags[DATE_TAG] = day.isoformat()
+    return tags
 
 
 @dataclass(frozen=True)
@@ -52,6 +83,10 @@ class PeriodRun:
     @property
     def succeeded(self) -> bool:
         return self.status == dg.DagsterRunStatus.SUCCESS
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
 
     def failure_text(self) -> str:
         verb = "was cancelled" if self.status == dg.DagsterRunStatus.CANCELED else "failed"
@@ -103,7 +138,8 @@ def _run_period(run: dg.DagsterRun) -> Period | None:
     return periods.pop() if len(periods) == 1 else None
 
 
-def _run_error(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
+def run_error(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
+    """The first step error of a run, else its run-failure message (what a person reads)."""
     if run.status == dg.DagsterRunStatus.CANCELED:
         return "cancelled by user"
     for record in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
@@ -122,6 +158,14 @@ def _run_error(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
         if record.message:
             return record.message
     return None
+
+
+def interruption(instance: dg.DagsterInstance, run_id: str) -> tuple[str, str]:
+    """(session status, reason) for a terminated run: run monitoring's timeout or a person."""
+    for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_CANCELING):
+        if record.message and "maximum runtime" in record.message:
+            return "failed", f"terminated by run monitoring: {record.message}"
+    return "cancelled", "cancelled by user"
 
 
 def period_runs(instance: dg.DagsterInstance, tags: Mapping[str, str]) -> list[PeriodRun]:
@@ -143,7 +187,7 @@ def period_runs(instance: dg.DagsterInstance, tags: Mapping[str, str]) -> list[P
                 first_key=first,
                 last_key=last,
                 status=run.status,
-                error=_run_error(instance, run) if failed else None,
+                error=run_error(instance, run) if failed else None,
             )
         )
     return sorted(result, key=lambda r: (PERIODS.index(r.period), r.first_key))
@@ -154,6 +198,13 @@ def sync_type_of(tags: Mapping[str, str]) -> str:
         return tags[SYNC_TYPE_TAG]
     automated = any(k in tags for k in ("dagster/schedule_name", "dagster/sensor_name"))
     return sessions.SCHEDULED if automated else sessions.MANUAL
+
+
+def expected_periods(tags: Mapping[str, str]) -> tuple[Period, ...]:
+    """The periods an execution materializes: all four unless its tags say fewer."""
+    if tags.get(PERIODS_TAG):
+        return tuple(Period(p) for p in tags[PERIODS_TAG].split(","))
+    return PERIODS
 
 
 def _materialized(instance: dg.DagsterInstance, asset: str, partition: str) -> bool:
@@ -180,35 +231,87 @@ def standalone(instance: dg.DagsterInstance, run_id: str, day: date, sync_type: 
     return Execution(id=f"run:{run_id}", sync_type=sync_type, runs=runs, missing=missing)
 
 
+def execution_id_of(tags: Mapping[str, str], run_id: str) -> str:
+    """The execution a session run belongs to, from its tags alone."""
+    if EXECUTION_TAG in tags:
+        return tags[EXECUTION_TAG]
+    if BACKFILL_TAG in tags:
+        return f"backfill:{tags[BACKFILL_TAG]}"
+    return f"run:{run_id}"
+
+
+def linked(
+    instance: dg.DagsterInstance,
+    execution_id: str,
+    link: Mapping[str, str],
+    sync_type: str,
+    periods: Sequence[Period] = PERIODS,
+    exclude_run_id: str | None = None,
+) -> Execution:
+    """An execution judged from the period runs that carry its link tag."""
+    runs = [r for r in period_runs(instance, link) if r.run_id != exclude_run_id]
+    seen = {r.period for r in runs}
+    missing = [f"no {p} run in this execution" for p in periods if p not in seen]
+    return Execution(id=execution_id, sync_type=sync_type, runs=runs, missing=missing)
+
+
+def selected_periods(asset_keys: Sequence[dg.AssetKey] | None) -> tuple[Period, ...]:
+    """The periods whose assets a backfill selected."""
+    names = {key.to_user_string() for key in asset_keys or ()}
+    return tuple(p for p in PERIODS if any(level.asset_name(p) in names for level in LEVELS))
+
+
+def backfill_execution(instance: dg.DagsterInstance, backfill: PartitionBackfill) -> Execution:
+    """A backfill as one execution: the periods it selected, judged from its runs."""
+    return linked(
+        instance,
+        f"backfill:{backfill.backfill_id}",
+        {BACKFILL_TAG: backfill.backfill_id},
+        sync_type_of(backfill.tags),
+        selected_periods(backfill.asset_selection),
+    )
+
+
 def describe(instance: dg.DagsterInstance, run: dg.DagsterRun, default_day: date) -> Execution:
     """The execution a session run belongs to, judged from the runs that share its tag."""
     tags = run.tags
     sync_type = sync_type_of(tags)
+    execution_id = execution_id_of(tags, run.run_id)
     if EXECUTION_TAG in tags:
         link = {EXECUTION_TAG: tags[EXECUTION_TAG]}
-        execution_id = tags[EXECUTION_TAG]
+        periods = expected_periods(tags)
     elif BACKFILL_TAG in tags:
         link = {BACKFILL_TAG: tags[BACKFILL_TAG]}
-        execution_id = f"backfill:{tags[BACKFILL_TAG]}"
-    else:
+        backfill = instance.get_backfill(tags[BACKFILL_TAG])
+        periods = selected_periods(backfill.asset_selection) if backfill else PERIODS
+    if EXECUTION_TAG not in tags and (BACKFILL_TAG not in tags or not periods):
+        # Launched on its own (or a backfill of the session step alone).
         return standalone(instance, run.run_id, default_day, sync_type)
-    runs = [r for r in period_runs(instance, link) if r.run_id != run.run_id]
-    if BACKFILL_TAG in link:
-        # A backfill brings up to date what a person selected: judge those runs only.
-        if not runs:
-            return standalone(instance, run.run_id, default_day, sync_type)
-        return Execution(id=execution_id, sync_type=sync_type, runs=runs)
-    seen = {r.period for r in runs}
-    missing = [f"no {p} run in this execution" for p in PERIODS if p not in seen]
-    return Execution(id=execution_id, sync_type=sync_type, runs=runs, missing=missing)
+    return linked(instance, execution_id, link, sync_type, periods, exclude_run_id=run.run_id)
 
 
-def write_failed_session(engine: sa.Engine, execution: Execution) -> str:
-    """The one failed session of an execution whose session step never ran (idempotent)."""
+def write_failed_session(
+    engine: sa.Engine, execution: Execution, *, reason: str | None = None, status: str = "failed"
+) -> tuple[str, bool]:
+    """The one session of an execution whose session step never wrote one (idempotent).
+
+    Returns the session id and whether this call wrote it (False: it existed).
+    """
     with engine.begin() as conn:
+        sessions.lock_execution(conn, execution.id)
         existing = sessions.session_for_execution(conn, execution.id)
         if existing:
-            return existing
-        return sessions.record_failed_execution(
-            conn, sync_type=execution.sync_type, reason=execution.reason(), details=execution.details()
+            return existing, False
+        session_id = sessions.record_failed_execution(
+            conn,
+            sync_type=execution.sync_type,
+            reason=reason or execution.reason(),
+            details=execution.details(),
+            status=status,
         )
+        return session_id, True
+
+
+def tick_partitions(day: date) -> dict[Period, str]:
+    """Partition keys a daily tick for business date `day` materializes."""
+    return {period: window_containing(period, day).key for period in PERIODS}

@@ -7,7 +7,9 @@ afterwards exactly like runs the daemon launched.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import date
+from typing import Any
 
 import dagster as dg
 
@@ -21,25 +23,21 @@ from .core.settings import database_url
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
 
-def execution_tags(execution_id: str, day: date, sync_type: str) -> dict[str, str]:
-    return {
-        executions.EXECUTION_TAG: execution_id,
-        executions.DATE_TAG: day.isoformat(),
-        executions.SYNC_TYPE_TAG: sync_type,
-    }
-
-
 def run_tick(
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
     day: date,
     sync_type: str = sessions.MANUAL,
+    session_config: Mapping[str, Any] | None = None,
 ) -> sessions.SessionSummary:
-    """Materialize the four partitions containing `day`, then write the session."""
+    """Materialize the four partitions containing `day`, then write the session.
+
+    `session_config` is the session step's config (e.g. `hold_seconds` in tests).
+    """
     execution_id = (
         f"{'scheduled' if sync_type == sessions.SCHEDULED else 'manual'}:{day}:{uuid.uuid4().hex[:8]}"
     )
-    tags = execution_tags(execution_id, day, sync_type)
+    tags = executions.execution_tags(execution_id, sync_type, trigger="cli", day=day)
     windows = windows_for_date(day)
     for period in PERIODS:
         job = defs.resolve_job_def(f"{period}_aggregation_job")
@@ -59,13 +57,14 @@ def run_tick(
         )
         session_id = None
         if execution.ok:
+            run_config = {**QUIET, "ops": {"aggregation_session": {"config": dict(session_config or {})}}}
             result = defs.resolve_job_def("aggregation_session_job").execute_in_process(
-                run_config=QUIET, instance=instance, tags=tags, raise_on_error=False
+                run_config=run_config, instance=instance, tags=tags, raise_on_error=False
             )
             for event in result.get_asset_materialization_events():
                 session_id = str(event.materialization.metadata["session_id"].value)
         else:
-            session_id = executions.write_failed_session(engine, execution)
+            session_id, _ = executions.write_failed_session(engine, execution)
         with engine.connect() as conn:
             # A session step that failed opened its session before it failed.
             session_id = session_id or sessions.session_for_execution(conn, execution_id)

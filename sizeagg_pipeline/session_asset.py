@@ -8,6 +8,8 @@ success. However the step ends, the session ends: `except BaseException` catches
 termination (`DagsterExecutionInterruptedError` is not an `Exception`).
 """
 
+import time
+
 import dagster as dg
 from pydantic import Field
 
@@ -27,6 +29,21 @@ class SessionConfig(dg.Config):
             "daily/weekly/monthly/quarterly partitions it reports on (default: yesterday)."
         ),
     )
+    hold_seconds: float = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Keep the session open (running) this long before writing its records. "
+            "Only for rehearsing Terminate or a killed worker (tests, drills); 0 in normal use."
+        ),
+    )
+
+
+def _hold(seconds: float) -> None:
+    """Sleep in short steps, so a termination interrupts it at once."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(left, 0.2))
 
 
 @dg.asset(
@@ -53,6 +70,7 @@ def aggregation_session(
         )
     context.log.info(f"session {session_id} opened for execution {execution.id}")
     try:
+        _hold(config.hold_seconds)
         with db.engine.begin() as conn:
             if execution.ok:
                 summary = sessions.complete_session(
@@ -62,12 +80,16 @@ def aggregation_session(
                 sessions.finalise_session(conn, session_id, status="failed", reason=execution.reason())
                 summary = sessions.get_session(conn, session_id)
     except BaseException as exc:
-        cancelled = isinstance(exc, dg.DagsterExecutionInterruptedError)
-        reason = "cancelled by user" if cancelled else f"session step failed: {type(exc).__name__}: {exc}"
-        with db.engine.begin() as conn:
-            sessions.finalise_session(
-                conn, session_id, status="cancelled" if cancelled else "failed", reason=reason
-            )
+        if isinstance(exc, dg.DagsterExecutionInterruptedError):
+            # Terminate in the UI, or run monitoring's max runtime: the event log says which.
+            status, reason = executions.interruption(context.instance, context.run_id)
+        else:
+            status, reason = "failed", f"session step failed: {type(exc).__name__}: {exc}"
+        try:
+            with db.engine.begin() as conn:
+                sessions.finalise_session(conn, session_id, status=status, reason=reason)
+        except Exception as final:  # the database is down: the sensors finish the session later
+            context.log.error(f"could not finalise session {session_id} ({final}); the janitor will")
         raise
     metadata = {
         "session_id": summary.session_id,

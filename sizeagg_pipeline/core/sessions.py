@@ -13,6 +13,7 @@ The rules that made the origin's sessions hang are designed out here:
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -260,21 +261,48 @@ def finalise_session(conn: sa.Connection, session_id: str, *, status: str, reaso
 
 
 def record_failed_execution(
-    conn: sa.Connection, *, sync_type: str, reason: str, details: Mapping[str, Any]
+    conn: sa.Connection,
+    *,
+    sync_type: str,
+    reason: str,
+    details: Mapping[str, Any],
+    status: str = "failed",
 ) -> str:
     """The session of an execution whose session step never ran: born and ended failed."""
     session_id = open_session(conn, sync_type=sync_type, details=details)
-    finalise_session(conn, session_id, status="failed", reason=reason)
+    finalise_session(conn, session_id, status=status, reason=reason)
     return session_id
 
 
-def session_for_execution(conn: sa.Connection, execution_id: str) -> str | None:
-    """The session already written for an execution, if any (keeps failure writers idempotent)."""
-    marker = f'%"execution": "{execution_id}"%'
+def lock_execution(conn: sa.Connection, execution_id: str) -> None:
+    """Serialise writers of one execution's session until the transaction ends.
+
+    Two sensors may both find "no session yet" for a failed execution; on
+    PostgreSQL a transaction-scoped advisory lock makes the second one wait and then
+    see the first one's session. SQLite transactions here are BEGIN IMMEDIATE, which
+    already serialises every writer.
+    """
+    if conn.dialect.name == "postgresql":
+        key = int.from_bytes(hashlib.sha1(execution_id.encode()).digest()[:8], "big", signed=True)
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+
+
+def _session_where(conn: sa.Connection, key: str, value: str) -> str | None:
+    marker = f'%"{key}": "{value}"%'
     records = sync_instance_records.c
     return conn.execute(
         sa.select(records.session_id).where(sa.cast(records.sync_details, sa.Text).like(marker)).limit(1)
     ).scalar_one_or_none()
+
+
+def session_for_execution(conn: sa.Connection, execution_id: str) -> str | None:
+    """The session already written for an execution, if any (keeps failure writers idempotent)."""
+    return _session_where(conn, "execution", execution_id)
+
+
+def session_for_run(conn: sa.Connection, run_id: str) -> str | None:
+    """The session a session-step run opened, if it got that far."""
+    return _session_where(conn, "session_run_id", run_id)
 
 
 def _summary(row: sa.RowMapping) -> SessionSummary:

@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 DATABASE_URL_VAR = "SIZEAGG_DATABASE_URL"
 TIMEZONE_VAR = "SIZEAGG_TIMEZONE"
 START_DATE_VAR = "SIZEAGG_START_DATE"
+DAILY_TICK_VAR = "SIZEAGG_DAILY_TICK"
+SENSOR_INTERVAL_VAR = "SIZEAGG_SENSOR_INTERVAL_SECONDS"
+JANITOR_INTERVAL_VAR = "SIZEAGG_JANITOR_INTERVAL_SECONDS"
+OBSERVE_INTERVAL_VAR = "SIZEAGG_OBSERVE_INTERVAL_SECONDS"
+MAX_RUNTIME_VAR = "SIZEAGG_SESSION_MAX_RUNTIME_SECONDS"
+LATE_DATA_DAYS_VAR = "SIZEAGG_LATE_DATA_DAYS"
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 DEFAULT_START_DATE = "2024-01-01"
@@ -68,3 +74,44 @@ def calendar() -> Calendar:
         # split single-run backfills (dagster-notes §8): all periods start together.
         raise ValueError(f"{START_DATE_VAR}={raw_start} must be the first day of a quarter")
     return Calendar(timezone=timezone, start_date=start)
+
+
+@dataclass(frozen=True)
+class Operations:
+    """How the unattended pipeline behaves: when it ticks, how often sensors look."""
+
+    daily_tick: time  # business time of the daily tick
+    sensor_interval: int  # seconds between gate / failure-sensor evaluations
+    janitor_interval: int  # seconds between janitor sweeps
+    observe_interval: int  # seconds between observations of the raw tables
+    session_max_runtime: int  # a running session older than this is finalised failed
+    late_data_days: int  # how many recent days the raw-table observation covers
+
+
+def _int_var(name: str, default: int, minimum: int) -> int:
+    raw = os.environ.get(name) or str(default)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a whole number") from None
+    if value < minimum:
+        raise ValueError(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def operations() -> Operations:
+    raw_tick = os.environ.get(DAILY_TICK_VAR) or "04:00"
+    try:
+        tick = time.fromisoformat(raw_tick)
+    except ValueError:
+        raise ValueError(f"{DAILY_TICK_VAR}={raw_tick!r} is not a HH:MM time of day") from None
+    return Operations(
+        daily_tick=tick,
+        sensor_interval=_int_var(SENSOR_INTERVAL_VAR, 30, 1),
+        janitor_interval=_int_var(JANITOR_INTERVAL_VAR, 300, 1),
+        observe_interval=_int_var(OBSERVE_INTERVAL_VAR, 300, 1),
+        # Above run_monitoring.max_runtime_seconds (7200) in the shipped dagster.yaml,
+        # so run monitoring ends a slow run before the janitor gives up on its session.
+        session_max_runtime=_int_var(MAX_RUNTIME_VAR, 7800, 1),
+        late_data_days=_int_var(LATE_DATA_DAYS_VAR, 120, 1),
+    )
