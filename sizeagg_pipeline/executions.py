@@ -292,24 +292,23 @@ def describe(instance: dg.DagsterInstance, run: dg.DagsterRun, default_day: date
 
 def write_failed_session(
     engine: sa.Engine, execution: Execution, *, reason: str | None = None, status: str = "failed"
-) -> tuple[str, bool]:
+) -> str:
     """The one session of an execution whose session step never wrote one (idempotent).
 
-    Returns the session id and whether this call wrote it (False: it existed).
+    Returns the id of the session written now, or of the one that existed.
     """
     with engine.begin() as conn:
         sessions.lock_execution(conn, execution.id)
         existing = sessions.session_for_execution(conn, execution.id)
         if existing:
-            return existing, False
-        session_id = sessions.record_failed_execution(
+            return existing
+        return sessions.record_failed_execution(
             conn,
             sync_type=execution.sync_type,
             reason=reason or execution.reason(),
             details=execution.details(),
             status=status,
         )
-        return session_id, True
 
 
 def tick_partitions(day: date) -> dict[Period, str]:

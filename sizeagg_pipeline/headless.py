@@ -64,7 +64,7 @@ def run_tick(
             for event in result.get_asset_materialization_events():
                 session_id = str(event.materialization.metadata["session_id"].value)
         else:
-            session_id, _ = executions.write_failed_session(engine, execution)
+            session_id = executions.write_failed_session(engine, execution)
         with engine.connect() as conn:
             # A session step that failed opened its session before it failed.
             session_id = session_id or sessions.session_for_execution(conn, execution_id)

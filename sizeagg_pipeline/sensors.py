@@ -152,8 +152,8 @@ def close_session_of_run(instance: dg.DagsterInstance, engine: sa.Engine, run: d
             changed = sessions.finalise_session(conn, session_id, status=status, reason=reason)
             return f"session {session_id} {'finalised ' + status if changed else 'had already ended'}"
     execution = executions.describe(instance, run, default_day=_configured_day(run))
-    session_id, written = executions.write_failed_session(engine, execution, reason=reason, status=status)
-    return f"session {session_id} {'written ' + status if written else 'existed'} for {execution.id}"
+    session_id = executions.write_failed_session(engine, execution, reason=reason, status=status)
+    return f"session {session_id} of {execution.id} ended {status}"
 
 
 # --------------------------------------------------------------------------- gate
@@ -208,7 +208,7 @@ def judge_execution(
         execution = executions.linked(
             instance, execution_id, {executions.EXECUTION_TAG: execution_id}, sync_type
         )
-        session_id, _ = executions.write_failed_session(engine, execution, reason=reason, status=status)
+        session_id = executions.write_failed_session(engine, execution, reason=reason, status=status)
         return Verdict(True, f"{execution_id}: session step died before writing; session {session_id}")
     expected = int(tags.get(executions.RUNS_TAG, len(PERIODS)))
     unfinished = [r for r in period_runs if not r.is_finished]
@@ -225,7 +225,7 @@ def judge_execution(
             f"aggregation failed: the execution did not finish within {int(stale_after.total_seconds())} s "
             f"({len(period_runs)} of {expected} period runs launched: {states})"
         )
-        session_id, _ = executions.write_failed_session(engine, execution, reason=reason)
+        session_id = executions.write_failed_session(engine, execution, reason=reason)
         return Verdict(True, f"{execution_id}: gave up waiting; session {session_id}")
     execution = executions.linked(
         instance,
@@ -235,7 +235,7 @@ def judge_execution(
         executions.expected_periods(tags),
     )
     if not execution.ok:
-        session_id, _ = executions.write_failed_session(engine, execution)
+        session_id = executions.write_failed_session(engine, execution)
         return Verdict(True, f"{execution_id}: failed upstream; session {session_id}")
     session_tags = {k: v for k, v in tags.items() if k.startswith("sizeagg/")}
     request = dg.RunRequest(run_key=f"session:{execution_id}", tags=session_tags)
@@ -328,7 +328,7 @@ def close_backfill(instance: dg.DagsterInstance, engine: sa.Engine, backfill: Pa
         status, reason = session_run_outcome(instance, session_runs[0])
     else:
         reason = f"backfill {backfill.backfill_id} ended {backfill.status.value} before the session step ran"
-    session_id, _ = executions.write_failed_session(engine, execution, reason=reason, status=status)
+    session_id = executions.write_failed_session(engine, execution, reason=reason, status=status)
     return f"{execution_id}: session {session_id} {status}"
 
 

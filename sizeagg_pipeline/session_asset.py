@@ -82,7 +82,7 @@ def aggregation_session(
     except BaseException as exc:
         if isinstance(exc, dg.DagsterExecutionInterruptedError):
             # Terminate in the UI, or run monitoring's max runtime: the event log says which.
-            status, reason = executions.interruption(context.instance, context.run_id)
+            status, reason = executions.interruption(context.instance, context.run.run_id)
         else:
             status, reason = "failed", f"session step failed: {type(exc).__name__}: {exc}"
         try:
