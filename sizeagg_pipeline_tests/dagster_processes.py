@@ -1,0 +1,231 @@
+"""Real `dagster dev` (webserver + daemon + code server) for end-to-end tests.
+
+`start_dagster()` starts it in its own process group on a free port with a
+temporary DAGSTER_HOME and waits until the code location is loaded and the
+daemons report healthy; `DagsterProcesses.stop()` terminates the whole group
+(code servers and run workers outlive their parent by seconds) and waits until
+nothing of it is left. Any test module can build a fixture on it:
+
+    @pytest.fixture(scope="session")
+    def dagster(tmp_path_factory):
+        with running_dagster(tmp_path_factory.mktemp("dagster_home"), env) as d:
+            yield d
+
+Pitfalls handled (dagster-notes §6.2): SIGINT is reset to default in the child
+(`dagster dev` maps SIGTERM to its SIGINT handler, which is ignored when inherited
+as ignored); the group is killed, never only the parent; the port is free and
+fresh per start; DAGSTER_HOME is explicit (unset, `dagster dev` deletes its state).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+DAGSTER = Path(sys.executable).parent / "dagster"
+T = TypeVar("T")
+
+# The test instance: runs leave the queue within a second, run monitoring polls
+# often, sensors are evaluated in threads, no telemetry.
+TEST_INSTANCE_YAML = """\
+run_coordinator:
+  module: dagster.core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    dequeue_interval_seconds: 1
+    max_concurrent_runs: 6
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 180
+  cancel_timeout_seconds: 60
+  max_runtime_seconds: 900
+  poll_interval_seconds: 5
+sensors:
+  use_threads: true
+  num_workers: 4
+telemetry:
+  enabled: false
+"""
+
+REQUIRED_DAEMONS = ("SENSOR", "BACKFILL", "QUEUED_RUN_COORDINATOR", "MONITORING")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(condition: Callable[[], T], *, timeout: float, what: str, interval: float = 0.5) -> T:
+    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - a recycled id owned by someone else
+        return False
+    return True
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid`, from /proc (children before their parent is killed)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        parents.setdefault(ppid, []).append(int(entry.name))
+    result, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            result.append(child)
+            todo.append(child)
+    return result
+
+
+@dataclass
+class DagsterProcesses:
+    home: Path
+    port: int
+    env: dict[str, str]
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    location: str = "sizeagg"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def graphql(self, query: str, variables: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        response = requests.post(
+            f"{self.url}/graphql", json={"query": query, "variables": dict(variables or {})}, timeout=60
+        )
+        response.raise_for_status()
+        body = response.json()
+        if body.get("errors"):
+            raise AssertionError(f"GraphQL errors: {body['errors']}")
+        return body["data"]
+
+    def repository_selector(self) -> dict[str, str]:
+        return {"repositoryLocationName": self.location, "repositoryName": "__repository__"}
+
+    def log_tail(self, chars: int = 6000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def _gone(self) -> bool:
+        self.process.poll()  # reap the leader: a zombie still counts as a group member
+        return not _group_alive(self.process.pid)
+
+    def stop(self, grace: float = 20) -> None:
+        """SIGTERM the whole group, then SIGKILL what is left; return when nothing is."""
+        pgid = self.process.pid
+        if self._gone():
+            return
+        os.killpg(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while not self._gone() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if not self._gone():
+            os.killpg(pgid, signal.SIGKILL)
+            wait_for(self._gone, timeout=10, what="the killed process group to exit")
+
+
+def _ready(proc: DagsterProcesses) -> bool:
+    if proc.process.poll() is not None:
+        raise RuntimeError(f"dagster dev exited with {proc.process.returncode}:\n{proc.log_tail()}")
+    try:
+        data = proc.graphql(
+            """{
+              workspaceOrError { ... on Workspace { locationEntries { name loadStatus
+                locationOrLoadError { __typename ... on PythonError { message } } } } }
+              instance { daemonHealth { allDaemonStatuses { daemonType healthy } } }
+            }"""
+        )
+    except (requests.ConnectionError, requests.Timeout, requests.HTTPError):
+        return False
+    entries = data["workspaceOrError"].get("locationEntries", [])
+    for entry in entries:
+        error = entry.get("locationOrLoadError") or {}
+        if error.get("__typename") == "PythonError":
+            raise RuntimeError(f"code location failed to load: {error['message']}")
+    loaded = any(e["name"] == proc.location and e["loadStatus"] == "LOADED" for e in entries)
+    healthy = {d["daemonType"] for d in data["instance"]["daemonHealth"]["allDaemonStatuses"] if d["healthy"]}
+    return loaded and set(REQUIRED_DAEMONS) <= healthy
+
+
+def start_dagster(home: Path, env: Mapping[str, str], *, timeout: float = 180) -> DagsterProcesses:
+    """`dagster dev` on a free port with `home` as DAGSTER_HOME (its dagster.yaml written if absent)."""
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():
+        (home / "dagster.yaml").write_text(TEST_INSTANCE_YAML)
+    port = free_port()
+    full_env = {**os.environ, **env, "DAGSTER_HOME": str(home)}
+    log_path = home / "dagster-dev.log"
+    log = log_path.open("wb")
+    process = subprocess.Popen(
+        [str(DAGSTER), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=ROOT,
+        env=full_env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: stop() kills exactly it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    log.close()
+    proc = DagsterProcesses(home=home, port=port, env=full_env, process=process, log_path=log_path)
+    try:
+        wait_for(
+            lambda: _ready(proc), timeout=timeout, what="dagster dev to load and its daemons to be healthy"
+        )
+    except BaseException:
+        proc.stop()
+        raise
+    return proc
+
+
+@contextmanager
+def running_dagster(home: Path, env: Mapping[str, str]) -> Iterator[DagsterProcesses]:
+    """Start, yield, and always stop (also when pytest itself gets SIGTERM)."""
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def _exit(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _exit)
+    proc = start_dagster(home, env)
+    try:
+        yield proc
+    finally:
+        proc.stop()
+        signal.signal(signal.SIGTERM, previous)
+        assert proc._gone(), "dagster processes left running"
