@@ -75,6 +75,7 @@ class PeriodRun:
     last_key: str
     status: dg.DagsterRunStatus
     error: str | None = None
+    levels: tuple[str, ...] = ("database", "instance")  # the levels the run materialized
 
     @property
     def partitions(self) -> str:
@@ -121,6 +122,13 @@ class Execution:
             )
         return plan
 
+    def levels(self) -> dict[Period, set[str]]:
+        """The levels each period's runs materialized (both, unless a run selected one)."""
+        levels: dict[Period, set[str]] = {}
+        for run in self.runs:
+            levels.setdefault(run.period, set()).update(run.levels)
+        return levels
+
     def details(self, session_run_id: str | None = None) -> dict[str, Any]:
         """What every record's sync_details says about where the session came from."""
         return {
@@ -128,6 +136,12 @@ class Execution:
             "dagster_run_ids": sorted({r.run_id for r in self.runs}),
             "session_run_id": session_run_id,
         }
+
+
+def _run_levels(run: dg.DagsterRun) -> tuple[str, ...]:
+    names = {key.to_user_string() for key in run.asset_selection or ()}
+    selected = tuple(level.name for level in LEVELS if any(level.asset_name(p) in names for p in PERIODS))
+    return selected or tuple(level.name for level in LEVELS)
 
 
 def _run_period(run: dg.DagsterRun) -> Period | None:
@@ -188,6 +202,7 @@ def period_runs(instance: dg.DagsterInstance, tags: Mapping[str, str]) -> list[P
                 last_key=last,
                 status=run.status,
                 error=run_error(instance, run) if failed else None,
+                levels=_run_levels(run),
             )
         )
     return sorted(result, key=lambda r: (PERIODS.index(r.period), r.first_key))

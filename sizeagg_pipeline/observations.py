@@ -5,9 +5,10 @@ day was aggregated. Rather than rescanning history, the observation sensor asks 
 database for one small row per recent day and raw table (row count, latest
 `collected_at`, a checksum over the values and row ids) and compares the
 fingerprints with the ones it saw last time. A changed day that was already
-aggregated invalidates exactly these partitions: the daily, weekly, monthly and
-quarterly windows containing it, and the window after each of them, whose
-"previous window" comparison reads the changed day.
+aggregated invalidates exactly these partitions of its level (database_size_stats
+feeds the database-level assets, instance_size_stats the instance-level ones): the
+daily, weekly, monthly and quarterly windows containing it, and the window after
+each of them, whose "previous window" comparison reads the changed day.
 """
 
 from __future__ import annotations
@@ -52,65 +53,87 @@ def _instance_term() -> sa.ColumnElement:
     return ((t.id % _ID_MOD + 1) * values) % _TERM_MOD
 
 
-def fingerprints(conn: sa.Connection, since: date) -> dict[str, str]:
-    """Business day (ISO) → fingerprint of both raw tables' rows of that day, from `since` on.
+TABLES = {"database": (database_size_stats, _db_term), "instance": (instance_size_stats, _instance_term)}
+
+# level → business day (ISO) → fingerprint
+Fingerprints = Mapping[str, Mapping[str, str]]
+# period → window → levels to re-materialize
+Plan = dict[Period, dict[Window, frozenset[str]]]
+
+
+def fingerprints(conn: sa.Connection, since: date) -> dict[str, dict[str, str]]:
+    """Per level (raw table), business day → fingerprint of that day's rows, from `since` on.
 
     One GROUP BY per raw table over the days since `since` (an index range on
     collected_date); days without any raw row are absent.
     """
-    parts: dict[str, list[str]] = defaultdict(list)
-    for table, term in ((database_size_stats, _db_term()), (instance_size_stats, _instance_term())):
+    result: dict[str, dict[str, str]] = {}
+    for level, (table, term) in TABLES.items():
         rows = conn.execute(
             sa.select(
                 table.c.collected_date,
                 sa.func.count(),
                 sa.func.max(table.c.collected_at),
-                sa.func.sum(term),
+                sa.func.sum(term()),
             )
             .where(table.c.collected_date >= since)
             .group_by(table.c.collected_date)
         )
-        for day, count, latest, checksum in rows:
-            key = day.isoformat() if isinstance(day, date) else str(day)
-            parts[key].append(f"{table.name}:{count}:{latest}:{checksum}")
-    return {day: hashlib.sha1("|".join(p).encode()).hexdigest()[:16] for day, p in parts.items()}
+        result[level] = {
+            (day.isoformat() if isinstance(day, date) else str(day)): hashlib.sha1(
+                f"{count}:{latest}:{checksum}".encode()
+            ).hexdigest()[:16]
+            for day, count, latest, checksum in rows
+        }
+    return result
 
 
-def changed_days(before: Mapping[str, str], after: Mapping[str, str], since: date) -> list[date]:
-    """Days from `since` on whose fingerprint differs (rows appeared, changed or vanished)."""
-    days = {d for d in (*before, *after) if d >= since.isoformat()}
-    return sorted(date.fromisoformat(d) for d in days if before.get(d) != after.get(d))
+def changed_days(before: Fingerprints, after: Fingerprints, since: date) -> dict[str, list[date]]:
+    """Per level, the days from `since` on whose fingerprint differs (rows appeared, changed, vanished)."""
+    result = {}
+    for level in TABLES:
+        old, new = before.get(level, {}), after.get(level, {})
+        days = {d for d in (*old, *new) if d >= since.isoformat() and old.get(d) != new.get(d)}
+        if days:
+            result[level] = sorted(date.fromisoformat(d) for d in days)
+    return result
 
 
 def affected_windows(
-    days: Iterable[date], materialized: Mapping[Period, set[str]]
-) -> dict[Period, list[Window]]:
-    """The partitions to re-materialize for changed raw days.
+    changed: Mapping[str, Iterable[date]], materialized: Mapping[str, Mapping[Period, set[str]]]
+) -> Plan:
+    """The partitions to re-materialize for changed raw days, per level.
 
-    Only days that were already aggregated (their daily partition was materialized)
-    count; a day not aggregated yet is the next tick's or a backfill's business.
-    For each such day: the window of every period containing it and the next
-    window (whose previous-window comparison it feeds), each only if it was
-    materialized before (nothing new is computed).
+    A change in a raw table touches only the aggregates of its level. Only days
+    that level already aggregated (its daily partition was materialized) count; a
+    day not aggregated yet is the next tick's or a backfill's business. For each
+    such day: the window of every period containing it and the next window (whose
+    previous-window comparison it feeds), each only if that level materialized it
+    before (nothing new is computed).
     """
-    result: dict[Period, set[Window]] = defaultdict(set)
-    for day in days:
-        if day.isoformat() not in materialized.get(Period.DAILY, set()):
-            continue
-        for period in PERIODS:
-            window = window_containing(period, day)
-            for candidate in (window, window.next()):
-                if candidate.key in materialized.get(period, set()):
-                    result[period].add(candidate)
-    return {p: sorted(result[p]) for p in PERIODS if result.get(p)}
+    result: dict[Period, dict[Window, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for level, days in changed.items():
+        done = materialized.get(level, {})
+        for day in days:
+            if day.isoformat() not in done.get(Period.DAILY, set()):
+                continue
+            for period in PERIODS:
+                window = window_containing(period, day)
+                for candidate in (window, window.next()):
+                    if candidate.key in done.get(period, set()):
+                        result[period][candidate].add(level)
+    return {
+        p: {w: frozenset(levels) for w, levels in sorted(result[p].items())} for p in PERIODS if result.get(p)
+    }
 
 
-def contiguous(windows: list[Window]) -> list[tuple[Window, Window]]:
-    """Sorted windows of one period as (first, last) runs of consecutive windows."""
-    groups: list[tuple[Window, Window]] = []
+def run_groups(windows: Mapping[Window, frozenset[str]]) -> list[tuple[Window, Window, frozenset[str]]]:
+    """Consecutive windows of one period needing the same levels, as (first, last, levels) runs."""
+    groups: list[tuple[Window, Window, frozenset[str]]] = []
     for window in sorted(windows):
-        if groups and groups[-1][1].next() == window:
-            groups[-1] = (groups[-1][0], window)
+        levels = windows[window]
+        if groups and groups[-1][1].next() == window and groups[-1][2] == levels:
+            groups[-1] = (groups[-1][0], window, levels)
         else:
-            groups.append((window, window))
+            groups.append((window, window, levels))
     return groups

@@ -19,7 +19,6 @@ STOPPED, which would silently disable the schedule and the safety nets).
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -35,7 +34,8 @@ from dagster._core.execution.backfill import (
 
 from . import executions, observations
 from .core import sessions
-from .core.periods import PERIODS, Period, Window, parse_date
+from .core.aggregation import LEVELS
+from .core.periods import PERIODS, Period, parse_date
 from .core.settings import Calendar, operations
 from .jobs import PERIOD_JOBS, aggregation_session_job
 from .partitions import CALENDAR
@@ -460,8 +460,8 @@ def session_janitor(context: dg.SensorEvaluationContext, db: AppDatabase) -> dg.
 @dataclass
 class ObservationCursor:
     since: str
-    generation: int
-    days: dict[str, str]
+    generation: int  # how many late-data executions this sensor launched
+    days: dict[str, dict[str, str]]  # level → day → fingerprint
 
     @classmethod
     def load(cls, text: str | None) -> "ObservationCursor | None":
@@ -476,38 +476,42 @@ class ObservationCursor:
         )
 
 
-def materialized_partitions(instance: dg.DagsterInstance) -> dict[Period, set[str]]:
-    """Partitions of each period materialized at least once, at either level."""
-    from .core.aggregation import LEVELS
-
+def materialized_partitions(instance: dg.DagsterInstance) -> dict[str, dict[Period, set[str]]]:
+    """Per level, the partitions of each period materialized at least once."""
     return {
-        period: set().union(
-            *(instance.get_materialized_partitions(dg.AssetKey(level.asset_name(period))) for level in LEVELS)
-        )
-        for period in PERIODS
+        level.name: {
+            period: instance.get_materialized_partitions(dg.AssetKey(level.asset_name(period)))
+            for period in PERIODS
+        }
+        for level in LEVELS
     }
 
 
-def late_data_requests(execution_id: str, plan: Mapping[Period, Sequence[Window]]) -> list[dg.RunRequest]:
+def late_data_requests(execution_id: str, plan: observations.Plan) -> list[dg.RunRequest]:
+    """One run per period and stretch of consecutive windows needing the same levels."""
     groups = [
-        (p, first, last)
-        for p, windows in plan.items()
-        for first, last in observations.contiguous(list(windows))
+        (period, first, last, levels)
+        for period, windows in plan.items()
+        for first, last, levels in observations.run_groups(windows)
     ]
     tags = executions.execution_tags(
         execution_id, sessions.SCHEDULED, trigger="late_data", periods=list(plan), runs=len(groups)
     )
     requests = []
-    for period, first, last in groups:
+    for period, first, last, levels in groups:
         run_tags: dict[str, Any] = dict(tags)
         if first != last:
             run_tags[executions.RANGE_START_TAG] = first.key
             run_tags[executions.RANGE_END_TAG] = last.key
+        both = len(levels) == len(LEVELS)
         requests.append(
             dg.RunRequest(
-                run_key=f"{execution_id}:{period}:{first.key}:{last.key}",
+                run_key=f"{execution_id}:{period}:{first.key}:{last.key}:{'+'.join(sorted(levels))}",
                 job_name=PERIOD_JOBS[period].name,
                 partition_key=first.key if first == last else None,
+                asset_selection=None
+                if both
+                else [dg.AssetKey(level.asset_name(period)) for level in LEVELS if level.name in levels],
                 tags=run_tags,
             )
         )
@@ -517,35 +521,45 @@ def late_data_requests(execution_id: str, plan: Mapping[Period, Sequence[Window]
 def observe_tick(
     instance: dg.DagsterInstance, engine: sa.Engine, cursor: str | None, now: datetime, days: int
 ) -> dg.SensorResult:
-    """Compare today's raw-day fingerprints with the last ones; re-run what changed days invalidate."""
+    """Compare the raw days' fingerprints with the last ones; re-run what changed days invalidate."""
     since = CALENDAR.today(now) - timedelta(days=days)
     with engine.connect() as conn:
         current = observations.fingerprints(conn, since)
     state = ObservationCursor.load(cursor)
     if state is None:
         baseline = ObservationCursor(since.isoformat(), 0, current)
+        count = len(set().union(*current.values()))
         return dg.SensorResult(
-            skip_reason=f"baseline: {len(current)} raw days since {since}", cursor=baseline.dump()
+            skip_reason=f"baseline: {count} raw days since {since}", cursor=baseline.dump()
         )
     compare_from = max(since, date.fromisoformat(state.since))
     changed = observations.changed_days(state.days, current, compare_from)
     plan = observations.affected_windows(changed, materialized_partitions(instance)) if changed else {}
     generation = state.generation + (1 if plan else 0)
     new_cursor = ObservationCursor(since.isoformat(), generation, current).dump()
+    changed_text = "; ".join(
+        f"{level}: {', '.join(d.isoformat() for d in ds)}" for level, ds in changed.items()
+    )
     if not plan:
-        text = f"{len(changed)} changed day(s), none aggregated yet" if changed else "no raw day changed"
+        text = f"changed, not aggregated yet: {changed_text}" if changed else "no raw day changed"
         return dg.SensorResult(skip_reason=text, cursor=new_cursor)
-    digest = hashlib.sha1(json.dumps([str(d) for d in changed]).encode()).hexdigest()[:8]
+    digest = hashlib.sha1(changed_text.encode()).hexdigest()[:8]
     execution_id = f"late:{generation}:{digest}"
     requests = late_data_requests(execution_id, plan)
-    changed_text = ", ".join(d.isoformat() for d in changed)
-    summary = "; ".join(f"{p} " + ", ".join(w.key for w in windows) for p, windows in plan.items())
+    summary = "; ".join(
+        f"{p} " + ", ".join(f"{w.key} ({'+'.join(sorted(levels))})" for w, levels in windows.items())
+        for p, windows in plan.items()
+    )
     events = [
         dg.AssetObservation(
-            asset_key=key,
-            metadata={"changed_days": changed_text, "re_materialized": summary, "execution": execution_id},
+            asset_key=observations.TABLES[level][0].name,
+            metadata={
+                "changed_days": ", ".join(d.isoformat() for d in level_days),
+                "re_materialized": summary,
+                "execution": execution_id,
+            },
         )
-        for key in ("database_size_stats", "instance_size_stats")
+        for level, level_days in changed.items()
     ]
     return dg.SensorResult(run_requests=requests, cursor=new_cursor, asset_events=events)
 

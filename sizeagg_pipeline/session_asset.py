@@ -74,7 +74,11 @@ def aggregation_session(
         with db.engine.begin() as conn:
             if execution.ok:
                 summary = sessions.complete_session(
-                    conn, session_id, execution.plan(), execution.details(context.run.run_id)
+                    conn,
+                    session_id,
+                    execution.plan(),
+                    execution.details(context.run.run_id),
+                    execution.levels(),
                 )
             else:
                 sessions.finalise_session(conn, session_id, status="failed", reason=execution.reason())

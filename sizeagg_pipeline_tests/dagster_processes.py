@@ -80,28 +80,31 @@ def wait_for(condition: Callable[[], T], *, timeout: float, what: str, interval:
         time.sleep(interval)
 
 
+def _proc_stats() -> Iterator[tuple[int, list[str]]]:
+    """(pid, fields after the command name) of every process, from /proc."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            yield int(entry.name), stat.rsplit(")", 1)[1].split()
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of a process group."""
+    return [pid for pid, fields in _proc_stats() if int(fields[2]) == pgid and fields[0] != "Z"]
+
+
 def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # pragma: no cover - a recycled id owned by someone else
-        return False
-    return True
+    return bool(group_members(pgid))
 
 
 def descendants(pid: int) -> list[int]:
-    """Every process below `pid`, from /proc (children before their parent is killed)."""
+    """Every process below `pid` (to kill a run worker's whole tree)."""
     parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        parents.setdefault(ppid, []).append(int(entry.name))
+    for child, fields in _proc_stats():
+        parents.setdefault(int(fields[1]), []).append(child)
     result, todo = [], [pid]
     while todo:
         for child in parents.get(todo.pop(), []):

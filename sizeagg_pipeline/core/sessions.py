@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -40,6 +40,8 @@ UNFINISHED = ("pending", "running")
 
 # What an execution wrote: per period, the (first, last) period_start of each run.
 Plan = Mapping[Period, Sequence[tuple[date, date]]]
+# Which levels ("database", "instance") an execution wrote per period (default: both).
+Levels = Mapping[Period, Collection[str]]
 
 
 @dataclass(frozen=True)
@@ -165,8 +167,14 @@ def _settle(conn: sa.Connection, session_id: str, status_on_failure: str) -> Non
     )
 
 
-def items_by_instance(conn: sa.Connection, plan: Plan) -> dict[int, dict[str, dict[str, int]]]:
-    """Aggregate rows in the plan's slices: instance → period → {level: rows}."""
+def items_by_instance(
+    conn: sa.Connection, plan: Plan, levels: Levels | None = None
+) -> dict[int, dict[str, dict[str, int]]]:
+    """Aggregate rows in the plan's slices: instance → period → {level: rows}.
+
+    `levels` (period → "database"/"instance") limits a period to the levels its runs
+    wrote (a late-data run rewrites only the level whose raw table changed).
+    """
     result: dict[int, dict[str, dict[str, int]]] = defaultdict(dict)
     for level, table in (
         ("database_rows", database_size_aggregations),
@@ -175,6 +183,7 @@ def items_by_instance(conn: sa.Connection, plan: Plan) -> dict[int, dict[str, di
         slices = [
             sa.and_(table.c.period_type == period.value, table.c.period_start.between(a, b))
             for period, ranges in plan.items()
+            if levels is None or level.removesuffix("_rows") in levels.get(period, ())
             for a, b in ranges
         ]
         if not slices:
@@ -190,7 +199,11 @@ def items_by_instance(conn: sa.Connection, plan: Plan) -> dict[int, dict[str, di
 
 
 def complete_session(
-    conn: sa.Connection, session_id: str, plan: Plan, details: Mapping[str, Any]
+    conn: sa.Connection,
+    session_id: str,
+    plan: Plan,
+    details: Mapping[str, Any],
+    levels: Levels | None = None,
 ) -> SessionSummary:
     """Every period succeeded: complete each record with what was written for its instance."""
     if not _lock_running(conn, session_id):
@@ -199,7 +212,7 @@ def complete_session(
         period.value: [a.isoformat() if a == b else f"{a}...{b}" for a, b in ranges]
         for period, ranges in plan.items()
     }
-    written = items_by_instance(conn, plan)
+    written = items_by_instance(conn, plan, levels)
     records = sync_instance_records.c
     instance_ids = conn.execute(
         sa.select(records.instance_id).where(records.session_id == session_id, records.status.in_(UNFINISHED))
