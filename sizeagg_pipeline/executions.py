@@ -153,7 +153,12 @@ def _run_period(run: dg.DagsterRun) -> Period | None:
 
 
 def run_error(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
-    """The first step error of a run, else its run-failure message (what a person reads)."""
+    """What a person should read about a failed run.
+
+    The first step error (unwrapped from Dagster's wrapper), else a crash of the
+    run's process reported by the code server (a killed worker), else the
+    run-failure message.
+    """
     if run.status == dg.DagsterRunStatus.CANCELED:
         return "cancelled by user"
     for record in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
@@ -163,11 +168,14 @@ def run_error(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
             error = error.cause
         if error is not None:
             text = error.message.strip()
-            return (
-                f"{error.cls_name}: {text}"
-                if error.cls_name and not text.startswith(error.cls_name)
-                else text
-            )
+            head, colon, rest = text.partition(": ")
+            if colon and error.cls_name and head.rsplit(".", 1)[-1] == error.cls_name:
+                text = rest  # "pkg.module.Cls: msg" → "msg"
+            return f"{error.cls_name}: {text}" if error.cls_name else text
+    for record in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
+        message = record.message or ""
+        if "Run execution process for" in message and ("signal" in message or "exited" in message):
+            return message.removeprefix("[DagsterApiServer] ").split(". ")[0] + "."
     for record in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE):
         if record.message:
             return record.message

@@ -486,6 +486,7 @@ def test_sigkill_of_the_run_worker_leaves_no_running_session(deployment: Deploym
     records = assert_ended(deployment.engine, session_id, "failed", total=ACTIVE)
     message = records[0]["error_message"]
     assert f"session step run {run_id[:8]} ended FAILURE" in message, message
+    assert "was terminated by signal 9 (SIGKILL)" in message, message
     assert _run_status(deployment, run_id) == dg.DagsterRunStatus.FAILURE
     assert not any(_alive(p) for p in tree)
 

@@ -62,13 +62,15 @@ def gate(instance: dg.DagsterInstance, engine: sa.Engine, cursor: str | None = N
     return sensors.gate_tick(instance, engine, cursor, datetime.now(UTC), STALE_AFTER)
 
 
-def reject_updates(engine: sa.Engine, table: str, message: str, *, when_status: str | None = None) -> None:
-    """Make the database refuse updates of `table` (a real database error, not a mock)."""
+def reject_updates(
+    engine: sa.Engine, table: str, message: str, *, when_status: str | None = None, event: str = "UPDATE"
+) -> None:
+    """Make the database refuse writes to `table` (a real database error, not a mock)."""
     with engine.begin() as conn:
         if conn.dialect.name == "sqlite":
             when = f"WHEN NEW.status = '{when_status}'" if when_status else ""
             conn.exec_driver_sql(
-                f"CREATE TRIGGER sizeagg_test_reject BEFORE UPDATE ON {table} FOR EACH ROW {when} "
+                f"CREATE TRIGGER sizeagg_test_reject BEFORE {event} ON {table} FOR EACH ROW {when} "
                 f"BEGIN SELECT RAISE(ABORT, '{message}'); END"
             )
         else:
@@ -78,7 +80,7 @@ def reject_updates(engine: sa.Engine, table: str, message: str, *, when_status: 
                 f"BEGIN IF {cond} THEN RAISE EXCEPTION '{message}'; END IF; RETURN NEW; END $$"
             )
             conn.exec_driver_sql(
-                f"CREATE TRIGGER sizeagg_test_reject BEFORE UPDATE ON {table} "
+                f"CREATE TRIGGER sizeagg_test_reject BEFORE {event} ON {table} "
                 "FOR EACH ROW EXECUTE FUNCTION sizeagg_test_reject()"
             )
 
@@ -239,6 +241,28 @@ def test_session_step_that_cannot_finalise_is_closed_by_the_failure_sensor(
     message = records[0]["error_message"]
     assert message.startswith(f"session step run {result.dagster_run.run_id[:8]} ended FAILURE")
     assert "simulated lost connection" in message
+
+
+def test_session_step_that_failed_before_opening_gets_its_session_from_the_gate(
+    data: sa.Engine, dagster_instance: dg.DagsterInstance
+) -> None:
+    """The database refused the session itself: the gate still writes the execution's one session."""
+    run_period_jobs(dagster_instance, gated_tags(), tick_partitions(DAY))
+    launched = gate(dagster_instance, data)
+    [request] = launched.run_requests
+    reject_updates(data, "sync_sessions", "simulated database outage", event="INSERT")
+    result = run_session_job(dagster_instance, dict(request.tags))
+    assert result.dagster_run.status == dg.DagsterRunStatus.FAILURE
+    assert session_ids_of(data, EXECUTION) == []
+    allow_updates(data, "sync_sessions")
+
+    closed = gate(dagster_instance, data, launched.cursor)
+    assert not closed.run_requests and json.loads(closed.cursor)["pending"] == {}
+    [session_id] = session_ids_of(data, EXECUTION)
+    records = assert_ended(data, session_id, "failed", total=ACTIVE, message="simulated database outage")
+    assert records[0]["error_message"].startswith(
+        f"session step run {result.dagster_run.run_id[:8]} ended FAILURE: "
+    )
 
 
 def test_terminated_session_run_is_cancelled_by_the_status_sensor(
