@@ -37,7 +37,10 @@ test: venv postgres
 postgres:
 	.ci/ensure-postgres
 
+# Webserver + daemon (schedules, sensors, backfills, run queue) on 127.0.0.1, with the
+# persistent DAGSTER_HOME above and the shipped dagster.yaml. Ctrl-C stops both.
 ui: venv $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/sizeagg init-db
 	$(BIN)/dagster dev -h 127.0.0.1 -p $(PORT) -w workspace.yaml
 
 # Screenshot the lineage graph of the running UI (`make ui` in another terminal).

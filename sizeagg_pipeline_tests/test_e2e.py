@@ -6,7 +6,8 @@ instance yaml (queued runs dequeued every second), its own SQLite application
 database, sensors evaluated every 5 s, the daily tick due since 00:00. Date ranges
 are disjoint, so the tests do not see each other's partitions or sessions:
 
-* 2025-03 (Q1): the mixed backfill of issue 4 (a), then the late-data test (c);
+* 2024-04-01..2025-03-31: the mixed one-year backfill of issue 4 (a), then the
+  late-data test (c) on 2025-03-05;
 * 2025-06 (Q2): a backfill whose upstream partitions fail (issue 3);
 * yesterday: the daily tick (b), which the sensor launches as soon as the daemon runs;
 * terminate and SIGKILL of a session step held open (issue 3), standalone runs.
@@ -42,11 +43,11 @@ from .session_rows import assert_ended, session_ids_of, session_row
 pytestmark = pytest.mark.slow
 
 ACTIVE = 3  # i1..i3 active, i4 inactive
-OK_RANGES = {
-    Period.DAILY: ("2025-03-03", "2025-03-16"),  # 14 days
-    Period.WEEKLY: ("2025-03-03", "2025-03-10"),
-    Period.MONTHLY: ("2025-03-01", "2025-03-01"),
-    Period.QUARTERLY: ("2025-01-01", "2025-01-01"),
+OK_RANGES = {  # a year: 365 days, 52 weeks, 12 months, 4 quarters
+    Period.DAILY: ("2024-04-01", "2025-03-31"),
+    Period.WEEKLY: ("2024-04-01", "2025-03-24"),
+    Period.MONTHLY: ("2024-04-01", "2025-03-01"),
+    Period.QUARTERLY: ("2024-04-01", "2025-01-01"),
 }
 FAIL_RANGES = {
     Period.DAILY: ("2025-06-02", "2025-06-15"),
@@ -131,7 +132,7 @@ class Deployment:
 def _seed(engine: sa.Engine, yesterday: date) -> None:
     with engine.begin() as conn:
         ids = add_instances(conn, 4, inactive=(4,))
-        fill_days(conn, ids, date(2025, 2, 24), date(2025, 3, 23), databases=2)
+        fill_days(conn, ids, date(2024, 3, 25), date(2025, 4, 6), databases=2)
         fill_days(conn, ids, date(2025, 6, 2), date(2025, 6, 15), databases=2)
         fill_days(conn, ids, yesterday - timedelta(days=9), yesterday, databases=2)
         stats = schema.database_size_stats
@@ -197,7 +198,7 @@ def _launch_backfill(deployment: Deployment, ranges: dict[Period, tuple[str, str
 @pytest.fixture(scope="session")
 def backfills(deployment: Deployment) -> dict[str, tuple[str, float]]:
     """Both backfills launched at once (their daemon ticks overlap): name → (id, launch time)."""
-    ok = _launch_backfill(deployment, OK_RANGES, "e2e: 14 days, all periods, session")
+    ok = _launch_backfill(deployment, OK_RANGES, "e2e: a year, all periods, session")
     ok_at = time.monotonic()
     failing = _launch_backfill(deployment, FAIL_RANGES, "e2e: a partition fails")
     return {"ok": (ok, ok_at), "failing": (failing, time.monotonic())}
@@ -229,15 +230,15 @@ def _reference_slices(deployment: Deployment, tmp_path: Path, ranges: dict[Perio
         for period, (first, last) in ranges.items():
             for level in LEVELS:
                 aggregation.aggregate(reference, level, windows_between(period, first, last))
-        for period, (first, last) in ranges.items():
-            for window in windows_between(period, first, last):
-                for level in LEVELS:
-                    with deployment.engine.connect() as a, reference.connect() as b:
+        with deployment.engine.connect() as a, reference.connect() as b:
+            for period, (first, last) in ranges.items():
+                for window in windows_between(period, first, last):
+                    for level in LEVELS:
                         got = slice_rows(a, level.target, period.value, window.start)
                         want = slice_rows(b, level.target, period.value, window.start)
-                    assert got == want, f"{level.name} {period} {window.key}"
-                    expected = 8 if level.name == "database" else 4  # 4 instances (inactive too)
-                    assert len(got) == expected, f"{level.name} {period} {window.key}"
+                        assert got == want, f"{level.name} {period} {window.key}"
+                        expected = 8 if level.name == "database" else 4  # 4 instances (inactive too)
+                        assert len(got) == expected, f"{level.name} {period} {window.key}"
     finally:
         reference.dispose()
 
@@ -257,7 +258,7 @@ def test_mixed_backfill_from_the_api_runs_once_per_period_and_ends_with_one_sess
     runs = backfill["runs"]
     record_property("backfill_seconds", round(seconds, 1))
     record_property("backfill_runs", len(runs))
-    print(f"\nmixed backfill of 14 days: {seconds:.0f} s, {len(runs)} runs")
+    print(f"\nmixed backfill of a year (365 daily partitions): {seconds:.0f} s, {len(runs)} runs")
     assert backfill["status"] == "COMPLETED_SUCCESS", backfill
     assert {r["status"] for r in runs} == {"SUCCESS"}
     selections = sorted(tuple(sorted(p["path"][0] for p in r["assetSelection"])) for r in runs)
@@ -274,10 +275,11 @@ def test_mixed_backfill_from_the_api_runs_once_per_period_and_ends_with_one_sess
     assert session_id is not None
     records = assert_ended(deployment.engine, session_id, "completed", total=ACTIVE)
     assert session_row(deployment.engine, session_id)["sync_type"] == "manual_task"
-    # per instance: 14 days + 2 weeks + 1 month + 1 quarter, (2 databases + 1 instance row) each
-    assert [r["items_synced"] for r in records] == [54, 54, 54]
+    # per instance: 365 days + 52 weeks + 12 months + 4 quarters, (2 databases + 1 instance row) each
+    assert [r["items_synced"] for r in records] == [1299, 1299, 1299]
     details = records[0]["sync_details"]
-    assert details["periods"]["daily"]["partitions"] == ["2025-03-03...2025-03-16"]
+    assert details["periods"]["daily"]["partitions"] == ["2024-04-01...2025-03-31"]
+    assert details["periods"]["quarterly"]["partitions"] == ["2024-04-01...2025-01-01"]
     assert details["session_run_id"] == session_run["runId"]
 
 
