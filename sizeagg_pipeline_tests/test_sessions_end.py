@@ -63,21 +63,20 @@ def gate(instance: dg.DagsterInstance, engine: sa.Engine, cursor: str | None = N
 
 
 def reject_updates(
-    engine: sa.Engine, table: str, message: str, *, when_status: str | None = None, event: str = "UPDATE"
+    engine: sa.Engine, table: str, message: str, *, when: str | None = None, event: str = "UPDATE"
 ) -> None:
-    """Make the database refuse writes to `table` (a real database error, not a mock)."""
+    """Make the database refuse writes to `table` matching `when` (a real database error, not a mock)."""
     with engine.begin() as conn:
         if conn.dialect.name == "sqlite":
-            when = f"WHEN NEW.status = '{when_status}'" if when_status else ""
+            condition = f"WHEN {when}" if when else ""
             conn.exec_driver_sql(
-                f"CREATE TRIGGER sizeagg_test_reject BEFORE {event} ON {table} FOR EACH ROW {when} "
+                f"CREATE TRIGGER sizeagg_test_reject BEFORE {event} ON {table} FOR EACH ROW {condition} "
                 f"BEGIN SELECT RAISE(ABORT, '{message}'); END"
             )
         else:
-            cond = f"NEW.status = '{when_status}'" if when_status else "TRUE"
             conn.exec_driver_sql(
                 "CREATE FUNCTION sizeagg_test_reject() RETURNS trigger LANGUAGE plpgsql AS $$ "
-                f"BEGIN IF {cond} THEN RAISE EXCEPTION '{message}'; END IF; RETURN NEW; END $$"
+                f"BEGIN IF {when or 'TRUE'} THEN RAISE EXCEPTION '{message}'; END IF; RETURN NEW; END $$"
             )
             conn.exec_driver_sql(
                 f"CREATE TRIGGER sizeagg_test_reject BEFORE {event} ON {table} "
@@ -204,7 +203,10 @@ def test_database_error_in_session_step_fails_every_record(
 ) -> None:
     run_period_jobs(dagster_instance, gated_tags(), tick_partitions(DAY))
     reject_updates(
-        data, "sync_instance_records", "simulated disk failure writing records", when_status="completed"
+        data,
+        "sync_instance_records",
+        "simulated disk failure writing records",
+        when="NEW.status = 'completed'",
     )
     result = run_session_job(dagster_instance, gated_tags())
     assert result.dagster_run.status == dg.DagsterRunStatus.FAILURE
@@ -221,7 +223,8 @@ def test_session_step_that_cannot_finalise_is_closed_by_the_failure_sensor(
 ) -> None:
     """The step dies with its session running (the database refused even the finaliser)."""
     run_period_jobs(dagster_instance, gated_tags(), tick_partitions(DAY))
-    reject_updates(data, "sync_sessions", "simulated lost connection")
+    # the session opens (running); every later change of its status is refused
+    reject_updates(data, "sync_sessions", "simulated lost connection", when="NEW.status <> 'running'")
     result = run_session_job(dagster_instance, gated_tags())
     assert result.dagster_run.status == dg.DagsterRunStatus.FAILURE
     [session_id] = session_ids_of(data, EXECUTION)
