@@ -237,6 +237,10 @@ def judge_execution(
     if not execution.ok:
         session_id = executions.write_failed_session(engine, execution)
         return Verdict(True, f"{execution_id}: failed upstream; session {session_id}")
+    with engine.connect() as conn:
+        existing = sessions.session_for_execution(conn, execution_id)
+    if existing:  # the gate gave up on it earlier; late successes do not make a second session
+        return Verdict(True, f"{execution_id}: session {existing}")
     session_tags = {k: v for k, v in tags.items() if k.startswith("sizeagg/")}
     request = dg.RunRequest(run_key=f"session:{execution_id}", tags=session_tags)
     return Verdict(False, f"{execution_id}: all {expected} period runs succeeded; session step", request)

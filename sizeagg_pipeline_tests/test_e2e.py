@@ -243,6 +243,33 @@ def _reference_slices(deployment: Deployment, tmp_path: Path, ranges: dict[Perio
         reference.dispose()
 
 
+SENSORS = """
+query($r: RepositorySelector!) {
+  sensorsOrError(repositorySelector: $r) {
+    __typename
+    ... on Sensors { results { name sensorState { status } } }
+  }
+}"""
+
+
+def test_every_sensor_runs_on_a_fresh_deployment(deployment: Deployment) -> None:
+    """Nobody switched anything on: the tick, the gate and every safety net are RUNNING."""
+    data = deployment.dagster.graphql(SENSORS, {"r": deployment.dagster.repository_selector()})
+    states = {s["name"]: s["sensorState"]["status"] for s in data["sensorsOrError"]["results"]}
+    assert states == {
+        name: "RUNNING"
+        for name in (
+            "daily_aggregation_tick",
+            "aggregation_gate",
+            "raw_data_changes",
+            "backfill_sessions",
+            "aggregation_session_failed",
+            "aggregation_session_cancelled",
+            "session_janitor",
+        )
+    }
+
+
 # --------------------------------------------------------------------------- issue 4 (a)
 
 

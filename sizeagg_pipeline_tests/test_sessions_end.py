@@ -195,6 +195,28 @@ def test_cancelled_period_run_fails_the_session(
     )
 
 
+def test_gate_gives_up_on_an_execution_that_never_completes(
+    data: sa.Engine, dagster_instance: dg.DagsterInstance
+) -> None:
+    """A period run was never launched (or hangs): after the max runtime the execution ends failed."""
+    partitions = tick_partitions(DAY)
+    quarterly = partitions.pop("quarterly")
+    run_period_jobs(dagster_instance, gated_tags(), partitions)
+    now = datetime.now(UTC)
+    waiting = sensors.gate_tick(dagster_instance, data, None, now, STALE_AFTER)
+    assert not waiting.run_requests and session_ids_of(data, EXECUTION) == []
+    later = now + STALE_AFTER + timedelta(seconds=1)
+    gave_up = sensors.gate_tick(dagster_instance, data, waiting.cursor, later, STALE_AFTER)
+    assert not gave_up.run_requests and json.loads(gave_up.cursor)["pending"] == {}
+    [session_id] = session_ids_of(data, EXECUTION)
+    assert_ended(data, session_id, "failed", total=ACTIVE, message="3 of 4 period runs launched")
+
+    # the missing run turns up and succeeds after all: still no second session
+    run_period_jobs(dagster_instance, gated_tags(), {"quarterly": quarterly})
+    assert not gate(dagster_instance, data, gave_up.cursor).run_requests
+    assert session_ids_of(data, EXECUTION) == [session_id]
+
+
 # --------------------------------------------------------------------------- session step
 
 
