@@ -40,7 +40,7 @@ from .conftest import add_instances, fill_days, slice_rows
 from .dagster_processes import DagsterProcesses, descendants, running_dagster, wait_for
 from .session_rows import assert_ended, session_ids_of, session_row
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning:gql")]
 
 ACTIVE = 3  # i1..i3 active, i4 inactive
 OK_RANGES = {  # a year: 365 days, 52 weeks, 12 months, 4 quarters
