@@ -43,6 +43,7 @@ from .resources import AppDatabase
 
 OPS = operations()
 RUNNING = dg.DefaultSensorStatus.RUNNING
+TICK_TEXT = OPS.daily_tick.strftime("%H:%M") if OPS.daily_tick else "(off)"
 
 CATCH_UP_DAYS = 7  # a daemon down for longer leaves older days to a backfill
 GATE_LOOKBACK = timedelta(days=1)  # a fresh gate still sees executions of the last day
@@ -116,13 +117,15 @@ def daily_tick(
     minimum_interval_seconds=min(OPS.sensor_interval, 60),
     default_status=RUNNING,
     description=(
-        f"Every day at {OPS.daily_tick:%H:%M} {CALENDAR.timezone} (SIZEAGG_DAILY_TICK): one "
+        f"Every day at {TICK_TEXT} {CALENDAR.timezone} (SIZEAGG_DAILY_TICK, 'off' disables it): one "
         "aggregation execution for the previous business day: its daily partition and the "
         "weekly, monthly and quarterly partitions containing it, both levels. Runs are "
         "tagged sizeagg/execution=scheduled:<day>; the gate then writes the session."
     ),
 )
 def daily_aggregation_tick(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    if OPS.daily_tick is None:
+        return dg.SensorResult(skip_reason="the daily tick is off (SIZEAGG_DAILY_TICK=off)")
     return daily_tick(_now(), context.cursor, OPS.daily_tick)
 
 

@@ -120,6 +120,8 @@ def deployment(postgres_server: PostgresServer, tmp_path: Path) -> Iterator[dict
         "DAGSTER_PG_PASSWORD": "unused-with-trust-auth",
         "DAGSTER_PG_DB": storage_db,
         "SIZEAGG_DATABASE_URL": postgres_server.url(app_db),
+        # this test launches its own runs: no daily tick for yesterday beside them
+        "SIZEAGG_DAILY_TICK": "off",
     }
     logs = [tmp_path / "webserver.log", tmp_path / "daemon.log"]
     procs: list[subprocess.Popen] = []

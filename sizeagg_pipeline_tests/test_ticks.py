@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, datetime, time
 from zoneinfo import ZoneInfo
 
@@ -143,3 +144,12 @@ def test_tick_sensor_targets_the_four_period_jobs_and_runs_by_default() -> None:
         "monthly_aggregation_job",
         "quarterly_aggregation_job",
     }
+
+
+def test_tick_can_be_switched_off(
+    monkeypatch: pytest.MonkeyPatch, dagster_instance: dg.DagsterInstance
+) -> None:
+    """SIZEAGG_DAILY_TICK=off: the sensor stays running and launches nothing."""
+    monkeypatch.setattr(sensors, "OPS", replace(sensors.OPS, daily_tick=None))
+    result = evaluate(at(2024, 7, 8, 4, 0), None, monkeypatch, dagster_instance)
+    assert result.run_requests == [] and "off" in result.skip_reason.skip_message

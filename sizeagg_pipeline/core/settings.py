@@ -80,7 +80,7 @@ def calendar() -> Calendar:
 class Operations:
     """How the unattended pipeline behaves: when it ticks, how often sensors look."""
 
-    daily_tick: time  # business time of the daily tick
+    daily_tick: time | None  # business time of the daily tick; None: no daily tick
     sensor_interval: int  # seconds between gate / failure-sensor evaluations
     janitor_interval: int  # seconds between janitor sweeps
     observe_interval: int  # seconds between observations of the raw tables
@@ -101,10 +101,12 @@ def _int_var(name: str, default: int, minimum: int) -> int:
 
 def operations() -> Operations:
     raw_tick = os.environ.get(DAILY_TICK_VAR) or "04:00"
-    try:
-        tick = time.fromisoformat(raw_tick)
-    except ValueError:
-        raise ValueError(f"{DAILY_TICK_VAR}={raw_tick!r} is not a HH:MM time of day") from None
+    tick: time | None = None
+    if raw_tick.lower() != "off":  # another scheduler drives sizeagg, or a test deployment
+        try:
+            tick = time.fromisoformat(raw_tick)
+        except ValueError:
+            raise ValueError(f"{DAILY_TICK_VAR}={raw_tick!r} is not a HH:MM time of day or off") from None
     return Operations(
         daily_tick=tick,
         sensor_interval=_int_var(SENSOR_INTERVAL_VAR, 30, 1),
