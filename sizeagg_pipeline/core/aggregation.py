@@ -3,13 +3,21 @@
 One call writes one contiguous run of windows of one period type (a partition or
 a partition range) for one level, atomically:
 
-1. one scan of the raw rows of every window plus the window before the first
-   groups them into exact sums, counts, minima and maxima (a temp table);
+1. window by window, starting with the window before the first, one GROUP BY
+   of the window's raw rows writes exact sums, counts, minima and maxima into a
+   temp table (every raw row is read once; two temp tables alternate);
 2. validation reads those groups, not the raw rows again: a negative minimum, a
    NULL, or an instance id that ``instances`` does not know fails the write;
-3. each window's groups are joined to the previous window's groups and upserted
-   (``INSERT … ON CONFLICT``), every value computed from exact integer sums;
+3. each window's groups are joined to the previous window's groups and written
+   (a plain insert into an empty slice, else ``INSERT … ON CONFLICT``), every
+   value computed from exact integer sums;
 4. rows of the slice that this write did not touch are deleted.
+
+Why this shape, measured against one hand-written INSERT … SELECT per window
+(`benchmarks/`): a GROUP BY per window sorts only that window's rows on the
+group keys; a keyed temp table makes the join to the previous window a lookup;
+the statements are built once per level and period, so SQLAlchemy compiles
+them once.
 
 Exact arithmetic without floats: a mean is ``sum / count``, so with integer
 division (which both SQLite and PostgreSQL truncate toward zero) ``floor(mean)``
@@ -20,6 +28,7 @@ on the exact rational by integer arithmetic in hundredths.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -113,29 +122,35 @@ class WriteResult:
 # --------------------------------------------------------------------------- SQL pieces
 
 
-def _date(value: object, typed: bool) -> sa.ColumnElement:
-    """A date constant of the windows CTE.
+def _groups_table(level: Level, dialect: str, name: str) -> sa.Table:
+    """A temp table holding one window's groups.
 
-    CREATE TABLE AS is DDL, so its constants are rendered inline: PostgreSQL reads a
-    bare '2026-01-05' in a UNION as text (and `date >= text` fails), hence the CAST
-    there (`typed`); SQLite keeps dates as ISO text, where a CAST would make a number.
+    A write alternates two of them (this window, the previous one): emptying the
+    older one is a truncate, not a delete — on PostgreSQL deleted rows stay in a
+    temp table (autovacuum never visits it) and every later scan of a range would
+    read them again. On SQLite it is keyed by the group keys, WITHOUT ROWID: the
+    join to the previous window is then a key lookup and the GROUP BY's output
+    goes in in key order. PostgreSQL hash-joins the two windows, so there a key
+    would only cost index maintenance.
     """
-    literal = sa.literal(value, sa.Date)
-    return sa.cast(literal, sa.Date) if typed else literal
-
-
-def _windows_cte(windows: Sequence[Window], typed: bool = False) -> sa.CTE:
-    """(period_start, period_end, prev_start) for the windows and the one before them."""
-    all_windows = [windows[0].previous(), *windows]
-    rows = [
-        sa.select(
-            _date(w.start, typed).label("period_start"),
-            _date(w.end, typed).label("period_end"),
-            _date(w.previous().start, typed).label("prev_start"),
-        )
-        for w in all_windows
-    ]
-    return sa.union_all(*rows).cte("windows")
+    raw = level.raw
+    columns: list[sa.Column] = [sa.Column(k, raw.c[k].type, nullable=False) for k in level.keys]
+    columns.append(sa.Column("n", sa.BigInteger, nullable=False))
+    for size in level.sizes:
+        columns += [
+            sa.Column(f"{size}_sum", sa.BigInteger),
+            sa.Column(f"{size}_n", sa.BigInteger),
+            sa.Column(f"{size}_min", sa.BigInteger),
+            sa.Column(f"{size}_max", sa.BigInteger),
+        ]
+    return sa.Table(
+        name,
+        sa.MetaData(),
+        *columns,
+        *([sa.PrimaryKeyConstraint(*level.keys)] if dialect == "sqlite" else []),
+        prefixes=["TEMPORARY"],
+        sqlite_with_rowid=dialect != "sqlite",
+    )
 
 
 def _bigint_sum(column: sa.ColumnElement) -> sa.ColumnElement:
@@ -143,31 +158,52 @@ def _bigint_sum(column: sa.ColumnElement) -> sa.ColumnElement:
     return sa.cast(sa.func.sum(column), sa.BigInteger)
 
 
-def _groups_select(level: Level, windows: Sequence[Window], dialect: str = "sqlite") -> sa.Select:
-    """One scan: exact per-window sums, counts, minima and maxima of every group."""
+def _window_days(lo: sa.BindParameter, hi: sa.BindParameter) -> sa.CTE:
+    """SQLite: the days lo..hi as rows (a recursive CTE of ISO dates)."""
+    days = sa.select(lo.label("d")).cte("days", recursive=True)
+    step = sa.select(sa.func.date(days.c.d, "+1 day")).where(days.c.d < hi)
+    return days.union_all(step)
+
+
+def _group_window(level: Level, groups: sa.Table, dialect: str, maxima: bool = True) -> sa.Insert:
+    """One window's raw rows grouped into exact sums, counts, minima and maxima.
+
+    One statement per window (binds :lo, :hi) rather than one GROUP BY over a join
+    with every window: each sort is one window's rows on the group keys
+    only, as small as a hand-written GROUP BY of that window, and memory stays flat
+    however many windows a range has.
+
+    On SQLite the window is a join of its days to the raw rows on
+    `collected_date = day`: once the database has statistics (ANALYZE, `PRAGMA
+    optimize`), SQLite plans `collected_date BETWEEN` as a skip-scan of the
+    (instance_id, database_name, collected_date) unique index, 4× slower for a
+    day and never faster (performance-notes §6); an equality per day keeps it on
+    the collected_date index with or without statistics.
+
+    Without `maxima` (the window before the first, read only for its sums and
+    counts and validated on its minima) the maxima are left NULL.
+    """
     raw = level.raw
-    w = _windows_cte(windows, typed=dialect == "postgresql")
-    columns: list[sa.ColumnElement] = [
-        w.c.period_start,
-        w.c.period_end,
-        w.c.prev_start,
-        *(raw.c[k] for k in level.keys),
-        sa.func.count().label("n"),
-    ]
+    columns: list[sa.ColumnElement] = [*(raw.c[k] for k in level.keys), sa.func.count().label("n")]
     for name in level.sizes:
         col = raw.c[name]
         columns += [
             _bigint_sum(col).label(f"{name}_sum"),
             sa.func.count(col).label(f"{name}_n"),
             sa.func.min(col).label(f"{name}_min"),
-            sa.func.max(col).label(f"{name}_max"),
+            (sa.func.max(col) if maxima else sa.null()).label(f"{name}_max"),
         ]
-    stmt = sa.select(*columns).select_from(
-        w.join(raw, raw.c.collected_date.between(w.c.period_start, w.c.period_end))
-    )
+    lo, hi = sa.bindparam("lo", type_=sa.Date), sa.bindparam("hi", type_=sa.Date)
+    select = sa.select(*columns)
+    if dialect == "sqlite":
+        days = _window_days(lo, hi)
+        select = select.select_from(days.join(raw, raw.c.collected_date == days.c.d))
+    else:
+        select = select.where(raw.c.collected_date.between(lo, hi))
     if level is INSTANCE:
-        stmt = stmt.where(sa.func.coalesce(raw.c.is_deleted, sa.false()) == sa.false())
-    return stmt.group_by(w.c.period_start, w.c.period_end, w.c.prev_start, *level.keys)
+        select = select.where(sa.func.coalesce(raw.c.is_deleted, sa.false()) == sa.false())
+    select = select.group_by(*(raw.c[k] for k in level.keys))
+    return sa.insert(groups).from_select([c.name for c in groups.columns], select)
 
 
 def _round_half_away(numerator: sa.ColumnElement, denominator: sa.ColumnElement) -> sa.ColumnElement:
@@ -279,9 +315,8 @@ def _instance_values(cur: sa.Table, prev: sa.Table) -> dict[str, sa.ColumnElemen
     }
 
 
-def _insert(conn: sa.Connection, table: sa.Table):  # type: ignore[no-untyped-def]
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    return dialect.insert(table)
+def _insert(dialect: str, table: sa.Table):  # type: ignore[no-untyped-def]
+    return (postgresql if dialect == "postgresql" else sqlite).insert(table)
 
 
 # --------------------------------------------------------------------------- validation
@@ -298,14 +333,20 @@ def _rule_predicates(level: Level) -> list[tuple[str, sa.ColumnElement[bool]]]:
     return rules
 
 
-def _violations_in_groups(conn: sa.Connection, level: Level, groups: sa.Table) -> bool:
-    """Cheap test on the grouped rows: does any raw row break a rule?"""
+def _violation_query(level: Level, groups: sa.Table) -> sa.Select:
+    """Cheap test on one window's grouped rows: does any raw row break a rule?
+
+    Values are checked on the groups' minima and counts, instance ids once per
+    distinct id of the window rather than once per group.
+    """
     g = groups.c
     broken = [g[f"{name}_min"] < 0 for name in level.sizes]
     broken += [g[f"{name}_n"] < g.n for name in level.required]
-    known = sa.select(instances.c.id).where(instances.c.id == g.instance_id).exists()
-    broken.append(~known)
-    return conn.execute(sa.select(sa.literal(1)).where(sa.or_(*broken)).limit(1)).first() is not None
+    bad_values = sa.select(sa.literal(1).label("bad")).where(sa.or_(*broken))
+    ids = sa.select(g.instance_id).distinct().subquery("ids")
+    known = sa.select(instances.c.id).where(instances.c.id == ids.c.instance_id).exists()
+    unknown_ids = sa.select(sa.literal(1).label("bad")).select_from(ids).where(~known)
+    return sa.select(sa.union_all(bad_values, unknown_ids).subquery().c.bad).limit(1)
 
 
 def _describe_violations(conn: sa.Connection, level: Level, first: Window, last: Window) -> str:
@@ -348,14 +389,34 @@ def _one_writer_per_slice(conn: sa.Connection, level: Level, period: Period) -> 
     """PostgreSQL: writes of one table and period type take turns, until commit.
 
     Concurrent upserts alone would not fail (ON CONFLICT waits for the other row
-    lock), but two writers could deadlock on keys locked in different orders, and a
-    stale-row delete could miss rows the other writer has not committed yet. The
-    lock is taken before the raw rows are read, so the second writer computes from
-    what the first committed. SQLite's BEGIN IMMEDIATE already serialises writers.
+    lock), but two writers could deadlock on keys locked in different orders, a
+    stale-row delete could miss rows the other writer has not committed yet, and
+    the plain insert into an empty slice relies on nobody filling it meanwhile.
+    The lock is taken before the slice is counted and the raw rows are read, so
+    the second writer computes from what the first committed. SQLite's BEGIN
+    IMMEDIATE already serialises writers.
     """
     if conn.dialect.name == "postgresql":
         key = sa.func.hashtext(f"{level.target.name}:{period.value}")
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(WRITE_LOCK_CLASS, key)))
+
+
+def _has_upsert_key(conn: sa.Connection, level: Level) -> bool:
+    """Does the aggregate table have the unique key the upsert's ON CONFLICT names?
+
+    sizeagg's own tables always do; an early origin table may not (init-db adds it).
+    Asked before the plain insert into an empty slice, which would not need it, so
+    that such a table fails on its first write as on every later one.
+    """
+    wanted = {"period_type", "period_start", *level.keys}
+    inspector = sa.inspect(conn)
+    keys = [set(u["column_names"]) for u in inspector.get_unique_constraints(level.target.name)]
+    keys += [
+        set(i["column_names"])
+        for i in inspector.get_indexes(level.target.name)
+        if i["unique"] and not any(k.endswith("_where") for k in i.get("dialect_options", {}))
+    ]
+    return wanted in keys
 
 
 def check_tables(conn: sa.Connection, level: Level) -> None:
@@ -368,6 +429,89 @@ def check_tables(conn: sa.Connection, level: Level) -> None:
         )
 
 
+def _write_window(
+    dialect: str, level: Level, current: sa.Table, previous: sa.Table, period: Period
+) -> tuple[sa.Insert, sa.Insert]:
+    """Insert and upsert of one window's rows (binds :start, :end, :now).
+
+    The window's groups are joined to the previous window's groups. The plain
+    insert is for a slice that held no rows: PostgreSQL's ON CONFLICT costs a
+    second probe of the unique index per row (about 3× the insert itself).
+    """
+    target = level.target
+    cur, prev = current.alias("cur"), previous.alias("prev")
+    values = _database_values(cur, prev) if level is DATABASE else _instance_values(cur, prev)
+    now = sa.bindparam("now", type_=sa.DateTime(timezone=True))
+    selected = {
+        **{k: cur.c[k] for k in level.keys},
+        "period_type": sa.literal(period.value, sa.String),
+        "period_start": sa.bindparam("start", type_=sa.Date),
+        "period_end": sa.bindparam("end", type_=sa.Date),
+        **values,
+        "calculated_at": now,
+        "created_at": now,
+    }
+    join_on = sa.and_(*(prev.c[k] == cur.c[k] for k in level.keys))
+    source = (
+        sa.select(*(expr.label(name) for name, expr in selected.items()))
+        .select_from(cur.outerjoin(prev, join_on))
+        .where(sa.true())  # SQLite's upsert needs a WHERE to parse ON CONFLICT
+    )
+    insert = _insert(dialect, target).from_select(list(selected), source)
+    unique_key = ["period_type", "period_start", *level.keys]
+    updated_columns = [c for c in selected if c not in unique_key and c != "created_at"]
+    upsert = insert.on_conflict_do_update(
+        index_elements=unique_key,
+        set_={c: insert.excluded[c] for c in updated_columns},
+    )
+    return insert, upsert
+
+
+@dataclass(frozen=True)
+class _Side:
+    """The statements that write into, or read from, one of the two temp tables."""
+
+    table: sa.Table
+    clear: sa.Executable
+    group_window: sa.Insert
+    group_previous: sa.Insert
+    violations: sa.Select
+    insert: sa.Insert  # this table's window joined to the other table's
+    upsert: sa.Insert
+    instance_ids: sa.Select
+    instance_count: sa.Select
+
+
+@functools.cache
+def _statements(level_name: str, period: Period, dialect: str) -> tuple[_Side, _Side]:
+    """The statements of a write, built once per level, period and dialect.
+
+    Built once so that SQLAlchemy compiles them once (its compiled cache keys on
+    the statement's structure): compiling the upsert's arithmetic costs more than
+    a daily instance-level write itself.
+    """
+    level = DATABASE if level_name == DATABASE.name else INSTANCE
+    tables = [_groups_table(level, dialect, f"{GROUPS_TABLE}_{i}") for i in (0, 1)]
+    sides = []
+    for i, table in enumerate(tables):
+        insert, upsert = _write_window(dialect, level, table, tables[1 - i], period)
+        clear = sa.text(f"TRUNCATE {table.name}") if dialect == "postgresql" else sa.delete(table)
+        sides.append(
+            _Side(
+                table=table,
+                clear=clear,
+                group_window=_group_window(level, table, dialect),
+                group_previous=_group_window(level, table, dialect, maxima=False),
+                violations=_violation_query(level, table),
+                insert=insert,
+                upsert=upsert,
+                instance_ids=sa.select(table.c.instance_id).distinct(),
+                instance_count=sa.select(sa.func.count(sa.distinct(table.c.instance_id))),
+            )
+        )
+    return sides[0], sides[1]
+
+
 def write_windows(
     conn: sa.Connection,
     level: Level,
@@ -376,8 +520,13 @@ def write_windows(
 ) -> WriteResult:
     """Make the slice of `windows` (contiguous, one period type) equal the computed set.
 
-    Runs inside the caller's transaction: on any error the caller's rollback leaves
-    every slice as it was.
+    Window by window, starting with the one before the first: group its raw rows
+    into one of two temp tables (emptied first; the other holds the previous
+    window), validate those groups, write the window joined to the previous
+    window's groups. Every raw row is read once and the temp tables never hold
+    more than two windows, so memory stays flat however long a range is. Runs inside the
+    caller's transaction: on any error the caller's rollback leaves every slice
+    as it was.
     """
     if not windows:
         raise ValueError("no windows to aggregate")
@@ -391,66 +540,60 @@ def write_windows(
     first, last = windows[0], windows[-1]
     target = level.target
 
-    create = sa.CreateTableAs(_groups_select(level, windows, conn.dialect.name), GROUPS_TABLE, temporary=True)
-    conn.execute(sa.text(f"DROP TABLE IF EXISTS {GROUPS_TABLE}"))
-    conn.execute(create)
-    groups = create.table
-    if _violations_in_groups(conn, level, groups):
-        raise InvalidRawData(
-            f"{level.raw.name} fails validation for {period} {first.start}..{last.end} "
-            f"(rows read from {first.previous().start}): " + _describe_violations(conn, level, first, last)
-        )
-
     slice_ = sa.and_(
         target.c.period_type == period.value,
         target.c.period_start.between(first.start, last.start),
     )
     existing = conn.execute(sa.select(sa.func.count()).select_from(target).where(slice_)).scalar_one()
+    upsert = existing > 0 or not _has_upsert_key(conn, level)
 
-    cur, prev = groups.alias("cur"), groups.alias("prev")
-    values = _database_values(cur, prev) if level is DATABASE else _instance_values(cur, prev)
-    key_columns = {k: cur.c[k] for k in level.keys}
-    selected = {
-        **key_columns,
-        "period_type": sa.literal(period.value, sa.String),
-        "period_start": cur.c.period_start,
-        "period_end": cur.c.period_end,
-        **values,
-        "calculated_at": sa.literal(now, sa.DateTime(timezone=True)),
-        "created_at": sa.literal(now, sa.DateTime(timezone=True)),
-    }
-    join_on = sa.and_(
-        prev.c.period_start == cur.c.prev_start,
-        *(prev.c[k] == cur.c[k] for k in level.keys),
-    )
-    source = (
-        sa.select(*(expr.label(name) for name, expr in selected.items()))
-        .select_from(cur.outerjoin(prev, join_on))
-        .where(cur.c.period_start >= first.start)  # SQLite's upsert needs a WHERE
-    )
-    insert = _insert(conn, target).from_select(list(selected), source)
-    unique_key = ["period_type", "period_start", *level.keys]
-    updated_columns = [c for c in selected if c not in unique_key and c != "created_at"]
-    upsert = insert.on_conflict_do_update(
-        index_elements=unique_key,
-        set_={c: insert.excluded[c] for c in updated_columns},
-    )
-    try:
-        written = conn.execute(upsert).rowcount
-    except sa.exc.DBAPIError as exc:
-        explained = _explain_write_error(exc, target, unique_key)
-        if explained is None:
-            raise
-        raise explained from exc
-    deleted = conn.execute(
-        sa.delete(target).where(slice_, target.c.calculated_at != sa.literal(now, sa.DateTime(timezone=True)))
-    ).rowcount
-    covered = conn.execute(
-        sa.select(sa.func.count(sa.distinct(groups.c.instance_id))).where(
-            groups.c.period_start >= first.start
-        )
-    ).scalar_one()
-    conn.execute(sa.text(f"DROP TABLE {GROUPS_TABLE}"))
+    sides = _statements(level.name, period, conn.dialect.name)
+    if conn.dialect.name == "postgresql":
+        # The temp tables have no statistics when a window is joined to the previous
+        # one; a row estimate of 1 makes a nested loop look cheapest, which is
+        # quadratic in the groups of a window. Reset before returning.
+        conn.execute(sa.text("SET LOCAL enable_nestloop = off"))
+    for side in sides:
+        conn.execute(sa.text(f"DROP TABLE IF EXISTS {side.table.name}"))
+        side.table.create(conn)
+
+    written = 0
+    covered: set[int] = set()  # instances with rows in the windows of a range
+    for index, window in enumerate([first.previous(), *windows]):
+        side = sides[index % 2]  # the other side holds the previous window
+        if index >= 2:
+            conn.execute(side.clear)
+        group = side.group_previous if index == 0 else side.group_window
+        conn.execute(group, {"lo": window.start, "hi": window.end})
+        if conn.execute(side.violations).first() is not None:
+            problems = _describe_violations(conn, level, first, last)
+            raise InvalidRawData(
+                f"{level.raw.name} fails validation for {period} {first.start}..{last.end} "
+                f"(rows read from {first.previous().start}): {problems}"
+            )
+        if index == 0:
+            continue
+        params = {"start": window.start, "end": window.end, "now": now}
+        try:
+            written += conn.execute(side.upsert if upsert else side.insert, params).rowcount
+        except sa.exc.DBAPIError as exc:
+            explained = _explain_write_error(exc, target, ["period_type", "period_start", *level.keys])
+            if explained is None:
+                raise
+            raise explained from exc
+        if len(windows) > 1:
+            covered.update(conn.execute(side.instance_ids).scalars())
+    single = len(windows) == 1  # its window is on side 1
+    instance_count = conn.execute(sides[1].instance_count).scalar_one() if single else len(covered)
+
+    deleted = 0
+    if existing:  # rows of the slice that this write did not touch; none if it was empty
+        stale = sa.and_(slice_, target.c.calculated_at != sa.literal(now, sa.DateTime(timezone=True)))
+        deleted = conn.execute(sa.delete(target).where(stale)).rowcount
+    for side in sides:
+        conn.execute(sa.text(f"DROP TABLE {side.table.name}"))
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SET LOCAL enable_nestloop TO DEFAULT"))
     updated = existing - deleted
     return WriteResult(
         level=level.name,
@@ -460,7 +603,7 @@ def write_windows(
         inserted=written - updated,
         updated=updated,
         deleted=deleted,
-        instances=covered,
+        instances=instance_count,
     )
 
 
