@@ -148,9 +148,13 @@ def _build_period_asset(level: Level, period: Period, raw: dg.AssetSpec) -> dg.A
         context: dg.AssetExecutionContext, db: AppDatabase
     ) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
         windows = context_windows(context, period)
-        # Blocking: a failed check raises before anything is written.
-        yield from checks.gate_raw_rows(db.engine, level, windows)
-        result = aggregation.aggregate(db.engine, level, windows)
+        try:
+            result = aggregation.aggregate(db.engine, level, windows)
+        except aggregation.InvalidRawData as exc:
+            # The blocking check fails; the write rolled back, nothing of the partition exists.
+            yield checks.raw_check_result(level, windows, exc.violations)
+            raise dg.Failure(description=str(exc)) from exc
+        yield checks.raw_check_result(level, windows, None)
         context.log.info(
             f"{level.target.name} {period} {result.window_text}: {result.inserted} inserted, "
             f"{result.updated} updated, {result.deleted} deleted, {result.instances} instances"

@@ -1,9 +1,9 @@
 """Asset checks: is this number right, and is the session honest?
 
-* ``raw_rows_valid`` (on every aggregate asset, blocking): evaluated inside the
-  aggregate's step *before* it writes, over exactly the raw rows the write reads
-  (its windows and the window before). A failure stops that partition with the
-  rule, table and rows named. It is attached to the aggregates rather than to the
+* ``raw_rows_valid`` (on every aggregate asset, blocking): the write's own
+  validation (contract §3.3) of exactly the raw rows it reads (its windows and the
+  window before), reported as a check. A failure stops that partition, nothing
+  written, with the rule, table and rows named. It is attached to the aggregates rather than to the
   raw assets so it gates the write whatever the raw assets become (external specs
   today, perhaps partitioned observable sources later).
 * ``no_invalid_rows`` (on the raw assets): the same rules over the whole raw table,
@@ -86,17 +86,24 @@ def raw_check_spec(level: Level, period: Period) -> dg.AssetCheckSpec:
     )
 
 
-def gate_raw_rows(
-    engine: sa.Engine, level: Level, windows: Sequence[Window]
-) -> Iterator[dg.AssetCheckResult]:
-    """Yield the `raw_rows_valid` result; raise `dg.Failure` (nothing written) when it failed."""
+def raw_check_result(
+    level: Level, windows: Sequence[Window], violations: aggregation.Violations | None
+) -> dg.AssetCheckResult:
+    """`raw_rows_valid` as the write's own validation found it: no second scan of the raw rows.
+
+    `violations` is None when the write validated its rows and went ahead.
+    """
     first, last = windows[0].previous().start, windows[-1].end
-    with engine.connect() as conn:
-        aggregation.check_tables(conn, level)  # a missing table is named as such, not as bad data
-        finding = quality.raw_rows_valid(conn, level, first, last)
-    yield _result(finding, RAW_CHECK, rows_read=f"{first}..{last}")
-    if not finding.passed:
-        raise dg.Failure(description=finding.description, metadata=_metadata(finding))
+    where = f"collected_date {first}..{last}"
+    if violations is None:
+        finding = quality.Finding(
+            True,
+            f"the {level.raw.name} rows this write read ({where}) have no negative or NULL sizes "
+            "and no unknown instance_id",
+        )
+    else:
+        finding = quality.raw_finding(violations, where)
+    return _result(finding, RAW_CHECK, rows_read=f"{first}..{last}")
 
 
 # --------------------------------------------------------------------------- after the write

@@ -31,7 +31,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -55,6 +55,10 @@ EXAMPLES = 5  # offending rows quoted in a validation error
 
 class InvalidRawData(ValueError):
     """Raw rows break a validation rule of contract §3.3; nothing was written."""
+
+    def __init__(self, message: str, violations: Violations) -> None:
+        super().__init__(message)
+        self.violations = violations
 
 
 class MissingTable(RuntimeError):
@@ -322,17 +326,6 @@ def _insert(dialect: str, table: sa.Table):  # type: ignore[no-untyped-def]
 # --------------------------------------------------------------------------- validation
 
 
-def _rule_predicates(level: Level) -> list[tuple[str, sa.ColumnElement[bool]]]:
-    raw = level.raw
-    rules: list[tuple[str, sa.ColumnElement[bool]]] = [
-        (f"negative {name}", raw.c[name] < 0) for name in level.sizes
-    ]
-    rules += [(f"NULL {name}", raw.c[name].is_(None)) for name in level.required]
-    known = sa.select(instances.c.id).where(instances.c.id == raw.c.instance_id).exists()
-    rules.append(("unknown instance_id", ~known))
-    return rules
-
-
 def _violation_query(level: Level, groups: sa.Table) -> sa.Select:
     """Cheap test on one window's grouped rows: does any raw row break a rule?
 
@@ -349,28 +342,74 @@ def _violation_query(level: Level, groups: sa.Table) -> sa.Select:
     return sa.select(sa.union_all(bad_values, unknown_ids).subquery().c.bad).limit(1)
 
 
-def _describe_violations(conn: sa.Connection, level: Level, first: Window, last: Window) -> str:
-    """Name the rule, the table and the first offending rows; the slow path, run on failure only."""
+def raw_span(level: Level, first: date | None, last: date | None) -> sa.ColumnElement[bool]:
+    """The raw rows an aggregate reads: collected_date in [first, last] (open when None), not deleted."""
     raw = level.raw
-    span = raw.c.collected_date.between(first.previous().start, last.end)
+    span = raw.c.collected_date.between(first or date.min, last or date.max)
     if level is INSTANCE:
         span = sa.and_(span, sa.func.coalesce(raw.c.is_deleted, sa.false()) == sa.false())
-    shown = [raw.c[k] for k in level.keys] + [raw.c.collected_date]
-    problems = []
-    for name, predicate in _rule_predicates(level):
-        where = sa.and_(span, predicate)
-        count = conn.execute(sa.select(sa.func.count()).select_from(raw).where(where)).scalar_one()
-        if not count:
-            continue
-        examples = conn.execute(
-            sa.select(*shown, *(raw.c[s] for s in level.sizes))
-            .where(where)
-            .order_by(raw.c.collected_date, *(raw.c[k] for k in level.keys))
-            .limit(EXAMPLES)
-        ).mappings()
-        quoted = "; ".join(_describe_row(level, row) for row in examples)
-        problems.append(f"{name} in {count} row(s) of {raw.name}: {quoted}")
-    return " | ".join(problems)
+    return span
+
+
+def raw_rules(level: Level) -> list[tuple[str, sa.ColumnElement[bool]]]:
+    """Contract §3.3 as (rule, predicate on a raw row outer-joined to `instances`)."""
+    raw = level.raw
+    rules: list[tuple[str, sa.ColumnElement[bool]]] = [
+        (f"negative {name}", raw.c[name] < 0) for name in level.sizes
+    ]
+    rules += [(f"NULL {name}", raw.c[name].is_(None)) for name in level.required]
+    rules.append(("unknown instance_id", instances.c.id.is_(None)))
+    return rules
+
+
+@dataclass(frozen=True)
+class Violations:
+    """Raw rows that break contract §3.3: per rule, how many and the first few."""
+
+    table: str
+    rows: int  # raw rows looked at
+    counts: dict[str, int]  # rule → offending rows (every rule, 0 included)
+    examples: dict[str, list[str]]  # rule → the first offending rows, described
+
+    @property
+    def ok(self) -> bool:
+        return not any(self.counts.values())
+
+    def describe(self) -> str:
+        parts = []
+        for rule, count in self.counts.items():
+            if count:
+                shown = self.examples[rule]
+                more = f"; … and {count - len(shown)} more" if count > len(shown) else ""
+                parts.append(f"{rule} in {count} row(s) of {self.table}: {'; '.join(shown)}{more}")
+        return " | ".join(parts)
+
+
+def find_violations(conn: sa.Connection, level: Level, first: date | None, last: date | None) -> Violations:
+    """One scan counts each rule's offenders among the raw rows read; examples only for broken rules."""
+    raw = level.raw
+    source = raw.outerjoin(instances, instances.c.id == raw.c.instance_id)
+    span = raw_span(level, first, last)
+    rules = raw_rules(level)
+    flags = [
+        sa.func.coalesce(sa.func.sum(sa.case((predicate, 1), else_=0)), 0).label(f"rule_{i}")
+        for i, (_, predicate) in enumerate(rules)
+    ]
+    row = conn.execute(sa.select(sa.func.count(), *flags).select_from(source).where(span)).one()
+    counts = {rule: int(count) for (rule, _), count in zip(rules, row[1:], strict=True)}
+    shown = [raw.c[k] for k in level.keys] + [raw.c.collected_date, *(raw.c[s] for s in level.sizes)]
+    examples = {}
+    for rule, predicate in rules:
+        if counts[rule]:
+            offending = conn.execute(
+                sa.select(*shown)
+                .select_from(source)
+                .where(span, predicate)
+                .order_by(raw.c.collected_date, *(raw.c[k] for k in level.keys))
+                .limit(EXAMPLES)
+            ).mappings()
+            examples[rule] = [_describe_row(level, r) for r in offending]
+    return Violations(table=raw.name, rows=int(row[0]), counts=counts, examples=examples)
 
 
 def _describe_row(level: Level, row: sa.RowMapping) -> str:
@@ -566,10 +605,11 @@ def write_windows(
         group = side.group_previous if index == 0 else side.group_window
         conn.execute(group, {"lo": window.start, "hi": window.end})
         if conn.execute(side.violations).first() is not None:
-            problems = _describe_violations(conn, level, first, last)
+            violations = find_violations(conn, level, first.previous().start, last.end)
             raise InvalidRawData(
                 f"{level.raw.name} fails validation for {period} {first.start}..{last.end} "
-                f"(rows read from {first.previous().start}): {problems}"
+                f"(rows read from {first.previous().start}): {violations.describe()}",
+                violations,
             )
         if index == 0:
             continue

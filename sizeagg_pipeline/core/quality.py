@@ -14,9 +14,9 @@ from datetime import date, datetime
 
 import sqlalchemy as sa
 
-from .aggregation import DATABASE, INSTANCE, Level
+from .aggregation import DATABASE, INSTANCE, Level, Violations, find_violations, raw_span
 from .periods import Window
-from .schema import instances, sync_instance_records, sync_sessions
+from .schema import sync_instance_records, sync_sessions
 
 EXAMPLES = 5
 
@@ -34,92 +34,33 @@ def _and_more(examples: Sequence[str], total: int) -> str:
     return f"{text}; … and {total - len(examples)} more" if total > len(examples) else text
 
 
-def _raw_span(level: Level, first: date, last: date) -> sa.ColumnElement[bool]:
-    raw = level.raw
-    span = raw.c.collected_date.between(first, last)
-    if level is INSTANCE:
-        span = sa.and_(span, sa.func.coalesce(raw.c.is_deleted, sa.false()) == sa.false())
-    return span
-
-
 # --------------------------------------------------------------------------- raw rows
-
-
-def raw_rules(level: Level) -> list[tuple[str, sa.ColumnElement[bool]]]:
-    """(rule, predicate on a raw row joined to `instances`): contract §3.3."""
-    raw = level.raw
-    rules: list[tuple[str, sa.ColumnElement[bool]]] = [
-        (f"negative {name}", raw.c[name] < 0) for name in level.sizes
-    ]
-    rules += [(f"NULL {name}", raw.c[name].is_(None)) for name in level.required]
-    rules.append(("orphan instance_id (not in instances)", instances.c.id.is_(None)))
-    return rules
 
 
 def _flag(predicate: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:
     return sa.func.coalesce(sa.func.sum(sa.case((predicate, 1), else_=0)), 0)
 
 
-def raw_rows_valid(conn: sa.Connection, level: Level, first: date | None, last: date | None) -> Finding:
-    """Raw rows of `level` with collected_date in [first, last] (all rows when None) break no rule.
-
-    One scan of the raw table counts the rows breaking each rule; a failure quotes
-    the first offending rows of each broken rule.
-    """
-    raw = level.raw
-    span = _raw_span(level, first or date.min, last or date.max)
-    source = raw.outerjoin(instances, instances.c.id == raw.c.instance_id)
-    rules = raw_rules(level)
-    labels = [f"rule_{i}" for i in range(len(rules))]
-    row = (
-        conn.execute(
-            sa.select(
-                sa.func.count().label("rows"),
-                *(_flag(pred).label(label) for (_, pred), label in zip(rules, labels, strict=True)),
-            )
-            .select_from(source)
-            .where(span)
-        )
-        .mappings()
-        .one()
-    )
-    where = "all rows" if first is None else f"collected_date {first}..{last}"
-    counts = {"rows_checked": int(row["rows"])}
-    problems, examples = [], []
-    for (rule, predicate), label in zip(rules, labels, strict=True):
-        count = int(row[label])
-        counts[rule.split(" (")[0].replace(" ", "_")] = count
-        if not count:
-            continue
-        shown = [raw.c[k] for k in level.keys] + [raw.c.collected_date, *(raw.c[s] for s in level.sizes)]
-        offending = conn.execute(
-            sa.select(*shown)
-            .select_from(source)
-            .where(span, predicate)
-            .order_by(raw.c.collected_date, *(raw.c[k] for k in level.keys))
-            .limit(EXAMPLES)
-        ).mappings()
-        quoted = [_describe_raw(level, r) for r in offending]
-        examples += quoted
-        problems.append(f"{rule}: {count} row(s) — {_and_more(quoted, count)}")
-    if not problems:
-        return Finding(True, f"{counts['rows_checked']} rows of {raw.name} ({where}) are valid", counts)
+def raw_finding(violations: Violations, where: str) -> Finding:
+    """A Finding of contract §3.3's rules, from the violations the aggregation's own rules found."""
+    counts = {"rows_checked": violations.rows}
+    counts |= {rule.replace(" ", "_"): count for rule, count in violations.counts.items()}
+    examples = [e for shown in violations.examples.values() for e in shown]
+    if violations.ok:
+        return Finding(True, f"raw rows of {violations.table} ({where}) are valid", counts)
     return Finding(
         False,
-        f"{raw.name} has invalid rows ({where}); the aggregates reading them are not written. "
-        + " | ".join(problems),
+        f"{violations.table} has invalid rows ({where}); the aggregates reading them are not written. "
+        + violations.describe(),
         counts,
         examples,
     )
 
 
-def _describe_raw(level: Level, row: sa.RowMapping) -> str:
-    parts = [f"instance {row['instance_id']}"]
-    if "database_name" in level.keys:
-        parts.append(f"database {row['database_name']!r}")
-    parts.append(f"date {row['collected_date']}")
-    sizes = ", ".join(f"{s}={row[s]}" for s in level.sizes)
-    return " ".join(parts) + f" ({sizes})"
+def raw_rows_valid(conn: sa.Connection, level: Level, first: date | None, last: date | None) -> Finding:
+    """Raw rows of `level` with collected_date in [first, last] (all rows when None) break no rule."""
+    where = "all rows" if first is None else f"collected_date {first}..{last}"
+    return raw_finding(find_violations(conn, level, first, last), where)
 
 
 # --------------------------------------------------------------------------- aggregates vs raw
@@ -154,7 +95,7 @@ def _reconciled(level: Level, windows: Sequence[Window]) -> sa.Subquery:
             sa.literal(1).label("has_raw"),
         )
         .select_from(w.join(raw, raw.c.collected_date.between(w.c.period_start, w.c.period_end)))
-        .where(_raw_span(level, windows[0].start, windows[-1].end))
+        .where(raw_span(level, windows[0].start, windows[-1].end))
         .group_by(w.c.period_start, *(raw.c[k] for k in keys))
     )
     agg_side = sa.select(
