@@ -1,10 +1,12 @@
-"""Real `dagster dev` (webserver + daemon + code server) for end-to-end tests.
+"""Real Dagster processes (webserver, daemon, code servers) for end-to-end tests.
 
-`start_dagster()` starts it in its own process group on a free port with a
-temporary DAGSTER_HOME and waits until the code location is loaded and the
-daemons report healthy; `DagsterProcesses.stop()` terminates the whole group
-(code servers and run workers outlive their parent by seconds) and waits until
-nothing of it is left. Any test module can build a fixture on it:
+`start_dagster()` starts `dagster dev` — or, with `services=True`, the production
+shape: `dagster-webserver` and `dagster-daemon` as two services — each in its own
+process group on a free port with a temporary DAGSTER_HOME, and waits until the
+code location is loaded and the daemons report healthy; `DagsterProcesses.stop()`
+terminates every group (code servers and run workers outlive their parent by
+seconds) and waits until nothing of them is left. Any test module can build a
+fixture on it:
 
     @pytest.fixture(scope="session")
     def dagster(tmp_path_factory):
@@ -25,7 +27,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +36,7 @@ from typing import Any, TypeVar
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
-DAGSTER = Path(sys.executable).parent / "dagster"
+BIN = Path(sys.executable).parent
 T = TypeVar("T")
 
 # The test instance: runs leave the queue within a second, run monitoring polls
@@ -113,13 +115,45 @@ def descendants(pid: int) -> list[int]:
     return result
 
 
+def start_group(args: Sequence[str], env: Mapping[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """A process in its own group (stop it with its children), SIGINT restored (notes §6.2)."""
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            list(args),
+            cwd=ROOT,
+            env=dict(env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+
+
+def _group_gone(process: subprocess.Popen[bytes]) -> bool:
+    process.poll()  # reap the leader: a zombie still counts as a group member
+    return not _group_alive(process.pid)
+
+
+def stop_group(process: subprocess.Popen[bytes], grace: float = 20) -> None:
+    """SIGTERM the whole group, then SIGKILL what is left; return when nothing is."""
+    if _group_gone(process):
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while not _group_gone(process) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if not _group_gone(process):
+        os.killpg(process.pid, signal.SIGKILL)
+        wait_for(lambda: _group_gone(process), timeout=10, what="the killed process group to exit")
+
+
 @dataclass
 class DagsterProcesses:
     home: Path
     port: int
     env: dict[str, str]
-    process: subprocess.Popen[bytes]
-    log_path: Path
+    processes: list[subprocess.Popen[bytes]]
+    log_paths: list[Path]
     location: str = "sizeagg"
 
     @property
@@ -140,32 +174,26 @@ class DagsterProcesses:
         return {"repositoryLocationName": self.location, "repositoryName": "__repository__"}
 
     def log_tail(self, chars: int = 6000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
+        tails = []
+        for path in self.log_paths:
+            try:
+                tails.append(f"--- {path.name}\n" + path.read_text(errors="replace")[-chars:])
+            except OSError:
+                continue
+        return "\n".join(tails)
 
     def _gone(self) -> bool:
-        self.process.poll()  # reap the leader: a zombie still counts as a group member
-        return not _group_alive(self.process.pid)
+        return all(_group_gone(p) for p in self.processes)
 
     def stop(self, grace: float = 20) -> None:
-        """SIGTERM the whole group, then SIGKILL what is left; return when nothing is."""
-        pgid = self.process.pid
-        if self._gone():
-            return
-        os.killpg(pgid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while not self._gone() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if not self._gone():
-            os.killpg(pgid, signal.SIGKILL)
-            wait_for(self._gone, timeout=10, what="the killed process group to exit")
+        for process in self.processes:
+            stop_group(process, grace)
 
 
 def _ready(proc: DagsterProcesses) -> bool:
-    if proc.process.poll() is not None:
-        raise RuntimeError(f"dagster dev exited with {proc.process.returncode}:\n{proc.log_tail()}")
+    for process in proc.processes:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[0]} exited with {process.returncode}:\n{proc.log_tail()}")
     try:
         data = proc.graphql(
             """{
@@ -186,30 +214,29 @@ def _ready(proc: DagsterProcesses) -> bool:
     return loaded and set(REQUIRED_DAEMONS) <= healthy
 
 
-def start_dagster(home: Path, env: Mapping[str, str], *, timeout: float = 180) -> DagsterProcesses:
-    """`dagster dev` on a free port with `home` as DAGSTER_HOME (its dagster.yaml written if absent)."""
+def start_dagster(
+    home: Path, env: Mapping[str, str], *, services: bool = False, timeout: float = 180
+) -> DagsterProcesses:
+    """Dagster on a free port with `home` as DAGSTER_HOME (its dagster.yaml written if absent)."""
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists():
         (home / "dagster.yaml").write_text(TEST_INSTANCE_YAML)
     port = free_port()
     full_env = {**os.environ, **env, "DAGSTER_HOME": str(home)}
-    log_path = home / "dagster-dev.log"
-    log = log_path.open("wb")
-    process = subprocess.Popen(
-        [str(DAGSTER), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=ROOT,
-        env=full_env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group: stop() kills exactly it
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    log.close()
-    proc = DagsterProcesses(home=home, port=port, env=full_env, process=process, log_path=log_path)
+    web = ["-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
+    if services:
+        commands = {
+            "webserver": [str(BIN / "dagster-webserver"), *web],
+            "daemon": [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"],
+        }
+    else:
+        commands = {"dagster-dev": [str(BIN / "dagster"), "dev", *web]}
+    proc = DagsterProcesses(home=home, port=port, env=full_env, processes=[], log_paths=[])
     try:
-        wait_for(
-            lambda: _ready(proc), timeout=timeout, what="dagster dev to load and its daemons to be healthy"
-        )
+        for name, args in commands.items():
+            proc.log_paths.append(home / f"{name}.log")
+            proc.processes.append(start_group(args, full_env, proc.log_paths[-1]))
+        wait_for(lambda: _ready(proc), timeout=timeout, what="dagster to load and its daemons to be healthy")
     except BaseException:
         proc.stop()
         raise
@@ -217,7 +244,9 @@ def start_dagster(home: Path, env: Mapping[str, str], *, timeout: float = 180) -
 
 
 @contextmanager
-def running_dagster(home: Path, env: Mapping[str, str]) -> Iterator[DagsterProcesses]:
+def running_dagster(
+    home: Path, env: Mapping[str, str], *, services: bool = False
+) -> Iterator[DagsterProcesses]:
     """Start, yield, and always stop (also when pytest itself gets SIGTERM)."""
     previous = signal.getsignal(signal.SIGTERM)
 
@@ -225,7 +254,7 @@ def running_dagster(home: Path, env: Mapping[str, str]) -> Iterator[DagsterProce
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, _exit)
-    proc = start_dagster(home, env)
+    proc = start_dagster(home, env, services=services)
     try:
         yield proc
     finally:

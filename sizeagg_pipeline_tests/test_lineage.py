@@ -2,16 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -19,7 +10,8 @@ from sizeagg_pipeline import defs, lineage
 from sizeagg_pipeline.core import schema
 from sizeagg_pipeline.forecast import FORECAST_SOURCES
 
-ROOT = Path(__file__).resolve().parent.parent
+from .dagster_processes import DagsterProcesses, running_dagster
+
 AGGREGATES = [
     f"{lvl}_size_{p}" for lvl in ("database", "instance") for p in ("daily", "weekly", "monthly", "quarterly")
 ]
@@ -85,89 +77,18 @@ QUERY = """
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _graphql(port: int, query: str) -> dict:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql",
-        data=json.dumps({"query": query}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        body = json.loads(response.read())
-    assert "errors" not in body, body
-    return body["data"]
-
-
-def _stop_group(process: subprocess.Popen) -> None:
-    """SIGTERM the webserver's process group (it and its code server), SIGKILL what lingers."""
-    for sig, patience in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + patience
-        while time.monotonic() < deadline:
-            process.poll()
-            try:
-                os.killpg(process.pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.2)
-
-
 @pytest.fixture(scope="module")
-def webserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    """`dagster-webserver -w workspace.yaml` on a free port, with its own DAGSTER_HOME and database."""
+def webserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterProcesses]:
+    """The UI's webserver (dagster dev) with its own DAGSTER_HOME and application database."""
     tmp = tmp_path_factory.mktemp("webserver")
-    home = tmp / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    port = _free_port()
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "SIZEAGG_DATABASE_URL": f"sqlite:///{tmp / 'app.db'}",
-    }
-    log = (tmp / "webserver.log").open("w")
-    command = [str(Path(sys.executable).parent / "dagster-webserver"), "-w", "workspace.yaml"]
-    process = subprocess.Popen(
-        [*command, "-h", "127.0.0.1", "-p", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group, so teardown reaches the code server
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert process.poll() is None, (tmp / "webserver.log").read_text()
-            try:
-                data = _graphql(
-                    port, "{ workspaceOrError { ... on Workspace { locationEntries { loadStatus } } } }"
-                )
-                statuses = [e["loadStatus"] for e in data["workspaceOrError"]["locationEntries"]]
-                if statuses and all(s == "LOADED" for s in statuses):
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "webserver did not load the workspace in 180 s"
-            time.sleep(0.5)
-        yield port
-    finally:
-        _stop_group(process)
-        log.close()
+    env = {"SIZEAGG_DATABASE_URL": f"sqlite:///{tmp / 'app.db'}", "SIZEAGG_DAILY_TICK": "off"}
+    with running_dagster(tmp / "dagster_home", env) as dagster:
+        yield dagster
 
 
 @pytest.mark.slow
-def test_lineage_as_the_ui_sees_it(webserver: int) -> None:
-    nodes = {"/".join(n["assetKey"]["path"]): n for n in _graphql(webserver, QUERY)["assetNodes"]}
+def test_lineage_as_the_ui_sees_it(webserver: DagsterProcesses) -> None:
+    nodes = {"/".join(n["assetKey"]["path"]): n for n in webserver.graphql(QUERY)["assetNodes"]}
     assert set(nodes) >= {*AGGREGATES, "database_size_stats", "capacity_forecast", "aggregation_session"}
     for name, node in nodes.items():
         assert node["description"] and node["groupName"] in GROUPS, name

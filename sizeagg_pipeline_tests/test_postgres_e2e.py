@@ -9,9 +9,6 @@ to this module; a shared one can replace it later.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -21,7 +18,6 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-import requests
 import sqlalchemy as sa
 import yaml
 from dagster_graphql import DagsterGraphQLClient
@@ -30,7 +26,8 @@ from sizeagg_pipeline.core import schema
 from sizeagg_pipeline.core.periods import windows_for_date
 
 from .conftest import add_instances, fill_days
-from .postgres import SUPERUSER, PostgresServer, free_port
+from .dagster_processes import DagsterProcesses, running_dagster
+from .postgres import SUPERUSER, PostgresServer
 
 pytestmark = [
     pytest.mark.postgres,
@@ -43,56 +40,6 @@ BIN = Path(sys.executable).parent
 DAY = date(2026, 1, 7)
 LOCATION = "sizeagg"
 FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
-
-
-def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    """In its own process group, with SIGINT restored (dagster-notes §6.2)."""
-    with log.open("w") as out:
-        return subprocess.Popen(
-            args,
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-        )
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM the whole group (webserver/daemon, code servers, run workers), then SIGKILL."""
-    for sig, grace in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 10.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(proc.pid, 0)
-            except ProcessLookupError:
-                proc.wait(timeout=5)
-                return
-            proc.poll()
-            time.sleep(0.2)
-
-
-def _wait_loaded(port: int, procs: list[subprocess.Popen], logs: list[Path], timeout: float = 240) -> None:
-    query = "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } }"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for proc, log in zip(procs, logs, strict=True):
-            if proc.poll() is not None:
-                pytest.fail(f"{proc.args[0]} exited {proc.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            response = requests.post(f"http://127.0.0.1:{port}/graphql", json={"query": query}, timeout=5)
-            entries = response.json()["data"]["workspaceOrError"]["locationEntries"]
-            if any(e["name"] == LOCATION and e["loadStatus"] == "LOADED" for e in entries):
-                return
-        except (requests.RequestException, KeyError, TypeError, ValueError):
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"code location not loaded within {timeout} s:\n{logs[0].read_text()[-4000:]}")
 
 
 @pytest.fixture
@@ -110,10 +57,7 @@ def deployment(postgres_server: PostgresServer, tmp_path: Path) -> Iterator[dict
         "config": {"dequeue_interval_seconds": 1},
     }
     (home / "dagster.yaml").write_text(yaml.safe_dump(config))
-    port = free_port()
     env = {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
         "DAGSTER_PG_HOST": "127.0.0.1",
         "DAGSTER_PG_PORT": str(postgres_server.port),
         "DAGSTER_PG_USER": SUPERUSER,
@@ -123,37 +67,26 @@ def deployment(postgres_server: PostgresServer, tmp_path: Path) -> Iterator[dict
         # this test launches its own runs: no daily tick for yesterday beside them
         "SIZEAGG_DAILY_TICK": "off",
     }
-    logs = [tmp_path / "webserver.log", tmp_path / "daemon.log"]
-    procs: list[subprocess.Popen] = []
     try:
-        procs.append(
-            _start(
-                [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"],
-                env,
-                logs[0],
-            )
-        )
-        procs.append(_start([str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], env, logs[1]))
-        _wait_loaded(port, procs, logs)
-        yield {"port": port, "home": home, "storage_db": storage_db, "app_db": app_db, "logs": logs}
+        # the production shape: dagster-webserver and dagster-daemon as two services
+        with running_dagster(home, env, services=True) as dagster:
+            yield {"dagster": dagster, "home": home, "storage_db": storage_db, "app_db": app_db}
     finally:
-        for proc in procs:
-            _stop(proc)
         postgres_server.drop_database(app_db)
         postgres_server.drop_database(storage_db)
 
 
 def _wait_runs(
-    client: DagsterGraphQLClient, run_ids: list[str], logs: list[Path], timeout: float = 300
+    client: DagsterGraphQLClient, run_ids: list[str], dagster: DagsterProcesses, timeout: float = 300
 ) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         statuses = [client.get_run_status(r) for r in run_ids]
         if all(s in FINISHED for s in statuses):
-            assert statuses == [dg.DagsterRunStatus.SUCCESS] * len(run_ids), logs[1].read_text()[-4000:]
+            assert statuses == [dg.DagsterRunStatus.SUCCESS] * len(run_ids), dagster.log_tail()
             return
         time.sleep(1)
-    pytest.fail(f"runs not finished within {timeout} s: {statuses}\n{logs[1].read_text()[-4000:]}")
+    pytest.fail(f"runs not finished within {timeout} s: {statuses}\n{dagster.log_tail()}")
 
 
 def test_webserver_and_daemon_on_postgresql_storage(
@@ -167,7 +100,8 @@ def test_webserver_and_daemon_on_postgresql_storage(
             ids = add_instances(conn, 3)
             fill_days(conn, ids, date(2025, 10, 1), DAY, databases=2)
 
-        client = DagsterGraphQLClient("127.0.0.1", port_number=int(deployment["port"]))  # type: ignore[arg-type]
+        dagster: DagsterProcesses = deployment["dagster"]  # type: ignore[assignment]
+        client = DagsterGraphQLClient("127.0.0.1", port_number=dagster.port)
         execution = f"e2e:{uuid.uuid4().hex[:8]}"
         tags = {
             "sizeagg/execution": execution,
@@ -182,12 +116,11 @@ def test_webserver_and_daemon_on_postgresql_storage(
             )
             for period, window in windows_for_date(DAY).items()
         ]
-        logs = deployment["logs"]
-        _wait_runs(client, period_runs, logs)  # type: ignore[arg-type]
+        _wait_runs(client, period_runs, dagster)
         session_run = client.submit_job_execution(
             "aggregation_session_job", repository_location_name=LOCATION, tags=tags
         )
-        _wait_runs(client, [session_run], logs)  # type: ignore[arg-type]
+        _wait_runs(client, [session_run], dagster)
 
         with app.connect() as conn:
             session = conn.execute(sa.select(schema.sync_sessions)).mappings().one()
