@@ -349,7 +349,7 @@ def test_daily_tick_launches_one_execution_and_the_gate_writes_its_session(deplo
     assert session_row(deployment.engine, session_id)["sync_type"] == "scheduled_task"
     assert [r["items_synced"] for r in records] == [12, 12, 12]
 
-    runs = deployment.instance.get_runs(dg.RunsFilter(tags={executions.EXECUTION_TAG: execution_id}))
+    runs = _finished_runs(deployment, execution_id, count=5)
     period_runs = {r.job_name: r for r in runs if r.job_name in executions.PERIOD_JOB_NAMES}
     keys = executions.tick_partitions(day)
     assert {name: r.tags["dagster/partition"] for name, r in period_runs.items()} == {
@@ -373,6 +373,17 @@ def test_daily_tick_launches_one_execution_and_the_gate_writes_its_session(deplo
 
 
 # --------------------------------------------------------------------------- issue 4 (c)
+
+
+def _finished_runs(deployment: Deployment, execution_id: str, count: int) -> list[dg.DagsterRun]:
+    """The execution's runs once all `count` have finished: the session row is written inside
+    the session run's step, so the row can be seen a moment before that run ends."""
+
+    def finished() -> list[dg.DagsterRun] | None:
+        runs = deployment.instance.get_runs(dg.RunsFilter(tags={executions.EXECUTION_TAG: execution_id}))
+        return runs if len(runs) == count and all(r.is_finished for r in runs) else None
+
+    return wait_for(finished, timeout=120, what=f"{count} finished runs of {execution_id}", interval=0.5)
 
 
 def _quiet(deployment: Deployment) -> bool:
@@ -437,8 +448,8 @@ def test_corrected_raw_rows_re_materialize_exactly_the_affected_partitions(
         "database_size_monthly": {"2025-03-01"},  # April 2025 was never aggregated: not computed now
         "database_size_quarterly": {"2025-01-01"},  # Q2 2025 never materialized at this level
     }
-    runs = deployment.instance.get_runs(dg.RunsFilter(tags={executions.EXECUTION_TAG: execution_id}))
-    assert len(runs) == 5 and {r.status for r in runs} == {dg.DagsterRunStatus.SUCCESS}
+    runs = _finished_runs(deployment, execution_id, count=5)
+    assert {r.status for r in runs} == {dg.DagsterRunStatus.SUCCESS}
     with deployment.engine.connect() as conn:
         values = dict(conn.execute(sa.select(agg.c.period_start, agg.c.max_size_mb).where(*where)).all())
         change = conn.execute(
