@@ -144,8 +144,16 @@ def add_days(
             progress(f"  raw data: {done}/{total} days written ({first}..{first + timedelta(days=done - 1)})")
 
 
-def analyze(engine: sa.Engine) -> None:
-    """Refresh planner statistics, as autovacuum (PostgreSQL) or `PRAGMA optimize` would."""
-    with engine.connect() as conn:
-        conn.exec_driver_sql("ANALYZE")
-        conn.commit()
+def settle(engine: sa.Engine) -> None:
+    """PostgreSQL: VACUUM (ANALYZE) now — what autovacuum does after a bulk write —
+    so that it does not run beside the next measurement.
+
+    With ANALYZE alone, autovacuum's pass over tens of millions of new or rewritten
+    rows (and the checkpoints it drives) overlapped the timings that followed.
+    SQLite is left as generated (performance-notes §6: sizeagg must plan well
+    without statistics).
+    """
+    if engine.dialect.name != "postgresql":
+        return
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("VACUUM (ANALYZE)")
