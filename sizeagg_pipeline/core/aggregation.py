@@ -518,7 +518,6 @@ class _Side:
     insert: sa.Insert  # this table's window joined to the other table's
     upsert: sa.Insert
     instance_ids: sa.Select
-    instance_count: sa.Select
 
 
 @functools.cache
@@ -545,7 +544,6 @@ def _statements(level_name: str, period: Period, dialect: str) -> tuple[_Side, _
                 insert=insert,
                 upsert=upsert,
                 instance_ids=sa.select(table.c.instance_id).distinct(),
-                instance_count=sa.select(sa.func.count(sa.distinct(table.c.instance_id))),
             )
         )
     return sides[0], sides[1]
@@ -597,7 +595,7 @@ def write_windows(
         side.table.create(conn)
 
     written = 0
-    covered: set[int] = set()  # instances with rows in the windows of a range
+    covered: set[int] = set()  # instances with rows in the written windows
     for index, window in enumerate([first.previous(), *windows]):
         side = sides[index % 2]  # the other side holds the previous window
         if index >= 2:
@@ -621,10 +619,7 @@ def write_windows(
             if explained is None:
                 raise
             raise explained from exc
-        if len(windows) > 1:
-            covered.update(conn.execute(side.instance_ids).scalars())
-    single = len(windows) == 1  # its window is on side 1
-    instance_count = conn.execute(sides[1].instance_count).scalar_one() if single else len(covered)
+        covered.update(conn.execute(side.instance_ids).scalars())
 
     deleted = 0
     if existing:  # rows of the slice that this write did not touch; none if it was empty
@@ -643,7 +638,7 @@ def write_windows(
         inserted=written - updated,
         updated=updated,
         deleted=deleted,
-        instances=instance_count,
+        instances=len(covered),
     )
 
 

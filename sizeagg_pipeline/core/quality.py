@@ -14,11 +14,9 @@ from datetime import date, datetime
 
 import sqlalchemy as sa
 
-from .aggregation import DATABASE, INSTANCE, Level, Violations, find_violations, raw_span
+from .aggregation import DATABASE, EXAMPLES, INSTANCE, Level, Violations, find_violations, raw_span
 from .periods import Window
 from .schema import sync_instance_records, sync_sessions
-
-EXAMPLES = 5
 
 
 @dataclass(frozen=True)
