@@ -271,21 +271,21 @@ def prepare_sqlite(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
-def prepare_postgres(url: str) -> str:
+def prepare_postgres(url: str, name: str = PG_SCHEMA) -> str:
     """A fresh schema of our own in the given database; the URL that uses it."""
     admin = sa.create_engine(url, poolclass=sa.NullPool)
     with admin.begin() as conn:
-        conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {PG_SCHEMA} CASCADE"))
-        conn.execute(sa.text(f"CREATE SCHEMA {PG_SCHEMA}"))
+        conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {name} CASCADE"))
+        conn.execute(sa.text(f"CREATE SCHEMA {name}"))
     admin.dispose()
-    scoped = sa.make_url(url).update_query_dict({"options": f"-csearch_path={PG_SCHEMA}"})
+    scoped = sa.make_url(url).update_query_dict({"options": f"-csearch_path={name}"})
     return scoped.render_as_string(hide_password=False)
 
 
-def drop_postgres(url: str) -> None:
+def drop_postgres(url: str, name: str = PG_SCHEMA) -> None:
     admin = sa.create_engine(url, poolclass=sa.NullPool)
     with admin.begin() as conn:
-        conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {PG_SCHEMA} CASCADE"))
+        conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {name} CASCADE"))
     admin.dispose()
 
 

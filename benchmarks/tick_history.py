@@ -34,22 +34,16 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="the benchmark's CI-sized data (a smoke run)")
     args = p.parse_args()
     cfg = bench.QUICK if args.quick else bench.DEFAULT
-    admin = sa.create_engine(args.url, poolclass=sa.NullPool, isolation_level="AUTOCOMMIT")
     engines: dict[str, sa.Engine] = {}
     try:
         for history, first in (("1y", cfg.first_day), ("3y", cfg.epoch)):
-            name = SCHEMAS[history]
-            with admin.connect() as conn:
-                conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {name} CASCADE"))
-                conn.execute(sa.text(f"CREATE SCHEMA {name}"))
-            url = sa.make_url(args.url).update_query_dict({"options": f"-csearch_path={name}"})
-            text = url.render_as_string(hide_password=False)
-            engine = engines[history] = schema.make_engine(text)
+            url = bench.prepare_postgres(args.url, SCHEMAS[history])
+            engine = engines[history] = schema.make_engine(url)
             schema.create_missing(engine)
             with engine.begin() as conn:
                 datagen.add_instances(conn, cfg.instances)
             bench.log(f"{history}: generating {first}..{bench.LAST_DAY}")
-            loader = datagen.loader_engine(text)
+            loader = datagen.loader_engine(url)
             datagen.add_days(
                 loader, first, bench.LAST_DAY, databases=cfg.databases, epoch=cfg.epoch, progress=bench.log
             )
@@ -75,10 +69,8 @@ def main() -> None:
     finally:
         for engine in engines.values():
             engine.dispose()
-        with admin.connect() as conn:
-            for name in SCHEMAS.values():
-                conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {name} CASCADE"))
-        admin.dispose()
+        for name in SCHEMAS.values():
+            bench.drop_postgres(args.url, name)
 
 
 if __name__ == "__main__":
