@@ -326,20 +326,27 @@ def _insert(dialect: str, table: sa.Table):  # type: ignore[no-untyped-def]
 # --------------------------------------------------------------------------- validation
 
 
-def _violation_query(level: Level, groups: sa.Table) -> sa.Select:
-    """Cheap test on one window's grouped rows: does any raw row break a rule?
+def _window_check(level: Level, groups: sa.Table) -> sa.Select:
+    """One row per instance id of one window's groups: does it break a rule?
 
-    Values are checked on the groups' minima and counts, instance ids once per
-    distinct id of the window rather than once per group.
+    One read of the groups gives both what validation needs and the instances the
+    write covers: values are checked on the groups' minima and counts, and each
+    distinct id is looked up in ``instances`` once, not once per group.
     """
     g = groups.c
-    broken = [g[f"{name}_min"] < 0 for name in level.sizes]
-    broken += [g[f"{name}_n"] < g.n for name in level.required]
-    bad_values = sa.select(sa.literal(1).label("bad")).where(sa.or_(*broken))
-    ids = sa.select(g.instance_id).distinct().subquery("ids")
-    known = sa.select(instances.c.id).where(instances.c.id == ids.c.instance_id).exists()
-    unknown_ids = sa.select(sa.literal(1).label("bad")).select_from(ids).where(~known)
-    return sa.select(sa.union_all(bad_values, unknown_ids).subquery().c.bad).limit(1)
+    broken = sa.or_(
+        *(g[f"{name}_min"] < 0 for name in level.sizes),
+        *(g[f"{name}_n"] < g.n for name in level.required),
+    )
+    per_id = (
+        sa.select(g.instance_id, sa.func.max(sa.case((broken, 1), else_=0)).label("broken"))
+        .group_by(g.instance_id)
+        .subquery("ids")
+    )
+    unknown = instances.c.id.is_(None)
+    return sa.select(
+        per_id.c.instance_id, sa.case((unknown, 1), else_=per_id.c.broken).label("bad")
+    ).select_from(per_id.outerjoin(instances, instances.c.id == per_id.c.instance_id))
 
 
 def raw_span(level: Level, first: date | None, last: date | None) -> sa.ColumnElement[bool]:
@@ -514,10 +521,9 @@ class _Side:
     clear: sa.Executable
     group_window: sa.Insert
     group_previous: sa.Insert
-    violations: sa.Select
+    check: sa.Select  # per instance id of the window: broken or unknown?
     insert: sa.Insert  # this table's window joined to the other table's
     upsert: sa.Insert
-    instance_ids: sa.Select
 
 
 @functools.cache
@@ -540,10 +546,9 @@ def _statements(level_name: str, period: Period, dialect: str) -> tuple[_Side, _
                 clear=clear,
                 group_window=_group_window(level, table, dialect),
                 group_previous=_group_window(level, table, dialect, maxima=False),
-                violations=_violation_query(level, table),
+                check=_window_check(level, table),
                 insert=insert,
                 upsert=upsert,
-                instance_ids=sa.select(table.c.instance_id).distinct(),
             )
         )
     return sides[0], sides[1]
@@ -586,10 +591,14 @@ def write_windows(
 
     sides = _statements(level.name, period, conn.dialect.name)
     if conn.dialect.name == "postgresql":
-        # The temp tables have no statistics when a window is joined to the previous
-        # one; a row estimate of 1 makes a nested loop look cheapest, which is
-        # quadratic in the groups of a window. Reset before returning.
+        # A window's groups are joined to the previous window's by hashing the
+        # latter. The temp tables have no statistics: from their page count and the
+        # declared varchar(255) the planner guesses a fifth of the rows at five times
+        # their width, and picks a nested loop (quadratic in the groups of a window)
+        # or a merge join that sorts both tables again, though the groups fit a hash
+        # table. Reset before returning.
         conn.execute(sa.text("SET LOCAL enable_nestloop = off"))
+        conn.execute(sa.text("SET LOCAL enable_mergejoin = off"))
     for side in sides:
         conn.execute(sa.text(f"DROP TABLE IF EXISTS {side.table.name}"))
         side.table.create(conn)
@@ -602,7 +611,8 @@ def write_windows(
             conn.execute(side.clear)
         group = side.group_previous if index == 0 else side.group_window
         conn.execute(group, {"lo": window.start, "hi": window.end})
-        if conn.execute(side.violations).first() is not None:
+        ids = conn.execute(side.check).all()
+        if any(bad for _, bad in ids):
             violations = find_violations(conn, level, first.previous().start, last.end)
             raise InvalidRawData(
                 f"{level.raw.name} fails validation for {period} {first.start}..{last.end} "
@@ -619,7 +629,7 @@ def write_windows(
             if explained is None:
                 raise
             raise explained from exc
-        covered.update(conn.execute(side.instance_ids).scalars())
+        covered.update(instance_id for instance_id, _ in ids)
 
     deleted = 0
     if existing:  # rows of the slice that this write did not touch; none if it was empty
@@ -629,6 +639,7 @@ def write_windows(
         conn.execute(sa.text(f"DROP TABLE {side.table.name}"))
     if conn.dialect.name == "postgresql":
         conn.execute(sa.text("SET LOCAL enable_nestloop TO DEFAULT"))
+        conn.execute(sa.text("SET LOCAL enable_mergejoin TO DEFAULT"))
     updated = existing - deleted
     return WriteResult(
         level=level.name,
