@@ -7,7 +7,8 @@ a partition range) for one level, atomically:
    of the window's raw rows writes exact sums, counts, minima and maxima into a
    temp table (every raw row is read once; two temp tables alternate);
 2. validation reads those groups, not the raw rows again: a negative minimum, a
-   NULL, or an instance id that ``instances`` does not know fails the write;
+   NULL, or an instance id that ``instances`` does not know fails the write (the
+   same query, one row per instance id, gives the instances the write covers);
 3. each window's groups are joined to the previous window's groups and written
    (a plain insert into an empty slice, else ``INSERT … ON CONFLICT``), every
    value computed from exact integer sums;
