@@ -50,6 +50,8 @@ from .schema import (
 )
 
 GROUPS_TABLE = "sizeagg_groups"
+# PostgreSQL planner methods a write turns off for its own statements (see write_windows).
+PLANNER_OFF = ("enable_nestloop", "enable_mergejoin")
 WRITE_LOCK_CLASS = 0x5A6A_0002  # advisory-lock namespace: one writer per table and period type
 EXAMPLES = 5  # offending rows quoted in a validation error
 
@@ -598,8 +600,8 @@ def write_windows(
         # their width, and picks a nested loop (quadratic in the groups of a window)
         # or a merge join that sorts both tables again, though the groups fit a hash
         # table. Reset before returning.
-        conn.execute(sa.text("SET LOCAL enable_nestloop = off"))
-        conn.execute(sa.text("SET LOCAL enable_mergejoin = off"))
+        for setting in PLANNER_OFF:
+            conn.execute(sa.text(f"SET LOCAL {setting} = off"))
     for side in sides:
         conn.execute(sa.text(f"DROP TABLE IF EXISTS {side.table.name}"))
         side.table.create(conn)
@@ -639,8 +641,8 @@ def write_windows(
     for side in sides:
         conn.execute(sa.text(f"DROP TABLE {side.table.name}"))
     if conn.dialect.name == "postgresql":
-        conn.execute(sa.text("SET LOCAL enable_nestloop TO DEFAULT"))
-        conn.execute(sa.text("SET LOCAL enable_mergejoin TO DEFAULT"))
+        for setting in PLANNER_OFF:
+            conn.execute(sa.text(f"SET LOCAL {setting} TO DEFAULT"))
     updated = existing - deleted
     return WriteResult(
         level=level.name,
