@@ -14,7 +14,8 @@ in this process, on the same data:
 4. steady state — the daily partition with a year of daily aggregates stored;
 5. peak RSS of a quarterly partition and of the one-year range, each in a child
    process, with 1 and with 3 years of raw history;
-6. one daily tick (all four periods, both levels) with 1 and 3 years of history.
+6. one daily tick (all four periods, both levels) with 1 and 3 years of history,
+   side by side: on a copy made before the history grew, and on the grown one.
 
 Writes a markdown report (and a JSON twin) with the machine, the command line,
 every timing and every ratio against its target. `--quick` is the CI-sized run.
@@ -25,11 +26,13 @@ every timing and every ratio against its target. `--quick` is the CI-sized run.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
 import resource
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -61,6 +64,7 @@ from sizeagg_pipeline.core.periods import (  # noqa: E402
 
 LAST_DAY = date(2025, 12, 31)  # the last day of raw data; every window below ends by then
 PG_SCHEMA = "sizeagg_bench"
+TWIN_SCHEMA = f"{PG_SCHEMA}_1y"  # the tick's 1-year twin (see `clone`)
 TARGETS = {
     "floor": 1.3,  # sizeagg ÷ floor, every window and the range
     "steady": 1.5,  # daily with a year stored ÷ daily on an empty table
@@ -436,6 +440,62 @@ def run_tick(engine: sa.Engine, day: date) -> None:
             aggregation.aggregate(engine, level, [window])
 
 
+def clone(engine: sa.Engine, url: str) -> str:
+    """A copy of the benchmark's database as it is now — a second SQLite file or
+    PostgreSQL schema — and the URL that uses it.
+
+    The tick is timed on this 1-year copy and on the original grown to 3 years
+    side by side, so that the state of a long run (checkpoints, caches, other
+    load) weighs on both alike instead of on whichever series came last.
+    """
+    if engine.dialect.name == "sqlite":
+        engine.dispose()  # the last connection to close checkpoints the WAL into the file
+        source = Path(sa.make_url(url).database or "")
+        target = source.with_name(f"{source.stem}-1y{source.suffix}")
+        twin = prepare_sqlite(target)
+        for suffix in ("", "-wal"):
+            if Path(f"{source}{suffix}").exists():
+                shutil.copyfile(f"{source}{suffix}", f"{target}{suffix}")
+        return twin
+    twin = prepare_postgres(url, TWIN_SCHEMA)
+    twin_engine = schema.make_engine(twin)
+    schema.create_missing(twin_engine)
+    twin_engine.dispose()
+    with engine.begin() as conn:
+        for table in schema.metadata.sorted_tables:
+            conn.execute(
+                sa.text(f"INSERT INTO {TWIN_SCHEMA}.{table.name} SELECT * FROM {PG_SCHEMA}.{table.name}")
+            )
+            conn.execute(
+                sa.text(
+                    f"SELECT setval(pg_get_serial_sequence('{TWIN_SCHEMA}.{table.name}', 'id'), max(id)) "
+                    f"FROM {TWIN_SCHEMA}.{table.name}"
+                )
+            )
+    return twin
+
+
+def drop_clone(url: str) -> None:
+    if sa.make_url(url).get_backend_name() == "sqlite":
+        prepare_sqlite(Path(sa.make_url(url).database or ""))  # removes the files
+    else:
+        drop_postgres(url, TWIN_SCHEMA)
+
+
+def measure_ticks(clock: Clock, engines: dict[str, sa.Engine], reps: int) -> dict[str, Timing]:
+    """The median daily tick on each database, the databases alternating within each repetition."""
+    for engine in engines.values():
+        run_tick(engine, LAST_DAY)  # warm-up: the weekly..quarterly slices exist from here on
+    datagen.settle(next(iter(engines.values())))  # VACUUM (ANALYZE) covers the whole PostgreSQL database
+    timings: dict[str, list[Timing]] = {history: [] for history in engines}
+    for rep in range(reps):
+        for history in engines if rep % 2 == 0 else reversed(engines):
+            delete_slice(engines[history], Period.DAILY, LAST_DAY)
+            timings[history].append(clock.time(functools.partial(run_tick, engines[history], LAST_DAY))[1])
+        log("  tick: " + ", ".join(f"{h} {t[-1].wall:.2f} s" for h, t in timings.items()))
+    return {history: median(t) for history, t in timings.items()}
+
+
 def child_rss(url: str, spec: str) -> dict[str, Any]:
     """Run `spec` (period:first[..last]) in a fresh process and report its peak RSS."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", url, spec]
@@ -563,28 +623,34 @@ def run_engine(name: str, url: str, cfg: Config, keep: bool) -> EngineResult:
         reruns.append(clock.time(lambda: [aggregation.aggregate(engine, lv, [day]) for lv in LEVELS])[1])
     result.steady = {"empty": empty_daily, "stored": median(inserts), "rerun": median(reruns)}
 
-    # 5–6 at one year, then at three years of raw history
+    # 5: peak RSS at one year, then at three years of raw history
     quarter = measured_windows()[3]
-    for history in ("1y", "3y"):
-        if history == "3y":
-            log(f"{name}: extending the raw history to {cfg.history_days} days")
-            engine.dispose()
-            load_data(url, cfg, cfg.epoch, cfg.first_day - timedelta(days=1), result, "history")
-            result.data["history_rows"] = raw_counts(engine)
-        delete_slice(engine, Period.QUARTERLY, quarter.start)
-        log(f"{name}: peak RSS, {history}")
-        result.memory[f"quarterly {history}"] = child_rss(url, f"quarterly:{quarter.key}")
-        result.memory[f"range {history}"] = child_rss(url, f"daily:{days[0].key}..{days[-1].key}")
-        if history == "1y":
-            result.memory["baseline"] = child_rss(url, "none:")
-        log(f"{name}: daily tick, {history}")
-        datagen.settle(engine)  # the range just rewrote a year of daily aggregates
-        run_tick(engine, LAST_DAY)  # warm-up: the weekly..quarterly slices exist from here on
-        ticks = []
-        for _ in range(cfg.reps):
-            delete_slice(engine, Period.DAILY, LAST_DAY)
-            ticks.append(clock.time(lambda: run_tick(engine, LAST_DAY))[1])
-        result.ticks[history] = median(ticks)
+    twin_url = None
+    try:
+        for history in ("1y", "3y"):
+            if history == "3y":
+                log(f"{name}: copying the 1-year database (the tick's side-by-side twin)")
+                twin_url = clone(engine, url)
+                log(f"{name}: extending the raw history to {cfg.history_days} days")
+                engine.dispose()
+                load_data(url, cfg, cfg.epoch, cfg.first_day - timedelta(days=1), result, "history")
+                result.data["history_rows"] = raw_counts(engine)
+            delete_slice(engine, Period.QUARTERLY, quarter.start)
+            log(f"{name}: peak RSS, {history}")
+            result.memory[f"quarterly {history}"] = child_rss(url, f"quarterly:{quarter.key}")
+            result.memory[f"range {history}"] = child_rss(url, f"daily:{days[0].key}..{days[-1].key}")
+            if history == "1y":
+                result.memory["baseline"] = child_rss(url, "none:")
+
+        # 6: the daily tick on the 1-year twin and the 3-year database, side by side
+        log(f"{name}: daily tick, 1 y and 3 y alternating")
+        twin = schema.make_engine(twin_url)
+        result.data["twin_rows"] = raw_counts(twin)
+        result.ticks = measure_ticks(clock, {"1y": twin, "3y": engine}, cfg.reps)
+        twin.dispose()
+    finally:
+        if twin_url and not keep:
+            drop_clone(twin_url)
 
     capture_plans(engine, result, "as generated")
     if engine.dialect.name == "sqlite":
@@ -819,7 +885,9 @@ def _notes() -> list[str]:
         "- *memory*: each child process runs one partition (or the range) for both levels from a fresh "
         "interpreter; on SQLite the database engine runs inside it, on PostgreSQL only the client does.",
         "- *daily tick*: the four windows containing the last day, both levels, with the weekly..quarterly "
-        "slices already written (every tick rewrites them) and the daily slice new.",
+        "slices already written (every tick rewrites them) and the daily slice new. Timed side by side: "
+        "on a copy of the database made before the history was extended (1 y) and on the extended one "
+        "(3 y), alternating within each repetition, after `VACUUM (ANALYZE)` on PostgreSQL.",
     ]
 
 

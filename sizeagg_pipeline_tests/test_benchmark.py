@@ -11,14 +11,27 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import sqlalchemy as sa
+
+from .conftest import BACKENDS
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks" / "aggregation_bench.py"
 
 
-def test_quick_benchmark_report_is_complete(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_quick_benchmark_report_is_complete(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     output = tmp_path / "results.md"
+    engine_args = (
+        ["--workdir", str(tmp_path)]
+        if backend == "sqlite"
+        else ["--no-sqlite", "--postgres", request.getfixturevalue("postgresql_url")]
+    )
     run = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--workdir", str(tmp_path), "--output", str(output)],
+        [sys.executable, str(BENCH), "--quick", *engine_args, "--output", str(output)],
         capture_output=True,
         text=True,
         timeout=600,
@@ -26,9 +39,9 @@ def test_quick_benchmark_report_is_complete(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr[-3000:]
     report = output.read_text()
     data = json.loads(output.with_suffix(".json").read_text())
-    (sqlite,) = data["engines"]
+    (result,) = data["engines"]
 
-    windows = {(w["window"], w["level"]): w for w in sqlite["windows"]}
+    windows = {(w["window"], w["level"]): w for w in result["windows"]}
     assert len(windows) == 10  # daily, weekly, monthly, quarterly, one-year range × 2 levels
     for (name, level), w in windows.items():
         assert w["rows_equal"] is True, (name, level)  # the floor's rows are sizeagg's
@@ -36,12 +49,24 @@ def test_quick_benchmark_report_is_complete(tmp_path: Path) -> None:
         assert w["origin_orm_per_row"] and w["origin_core_per_row"], (name, level)
     assert {name.split()[0] for name, _ in windows} == {"daily", "weekly", "monthly", "quarterly"}
     assert any("×365" in name for name, _ in windows)
-    assert set(sqlite["memory"]) >= {"quarterly 1y", "quarterly 3y", "range 1y", "range 3y"}
-    assert all(m["peak_mb"] > 0 and m["rows"] >= 0 for m in sqlite["memory"].values())
-    assert set(sqlite["ticks"]) == {"1y", "3y"} and set(sqlite["steady"]) == {"empty", "stored", "rerun"}
-    assert sqlite["data"]["history_rows"]["database_size_stats"] > sqlite["data"]["database_size_stats"]
+    assert set(result["memory"]) >= {"quarterly 1y", "quarterly 3y", "range 1y", "range 3y"}
+    assert all(m["peak_mb"] > 0 and m["rows"] >= 0 for m in result["memory"].values())
+    assert set(result["ticks"]) == {"1y", "3y"} and set(result["steady"]) == {"empty", "stored", "rerun"}
+    assert result["data"]["history_rows"]["database_size_stats"] > result["data"]["database_size_stats"]
+    # the tick's 1-year twin is a full copy of the data as it was before the history grew
+    assert result["data"]["twin_rows"]["database_size_stats"] == result["data"]["database_size_stats"]
+    if backend == "sqlite":
+        assert not list(tmp_path.glob("*.db*")), "the benchmark's files (and the twin's) are removed"
+    else:
+        with sa.create_engine(
+            request.getfixturevalue("postgresql_url"), poolclass=sa.NullPool
+        ).connect() as conn:
+            left = conn.execute(
+                sa.text("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'sizeagg%'")
+            ).all()
+        assert left == [], "the benchmark's schemas (and the twin's) are dropped"
 
-    targets = sqlite["targets"]
+    targets = result["targets"]
     assert len(targets) == 5 + 5 + 1 + 2 + 1
     assert all(cell[0] != "—" for cell in targets.values())  # every ratio was measured
     assert report.startswith("# Aggregation benchmark") and "--quick" in report
