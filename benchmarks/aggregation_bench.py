@@ -15,7 +15,7 @@ in this process, on the same data:
 5. peak RSS of a quarterly partition and of the one-year range, each in a child
    process, with 1 and with 3 years of raw history;
 6. one daily tick (all four periods, both levels) with 1 and 3 years of history,
-   side by side: on a copy made before the history grew, and on the grown one.
+   side by side: on the first database and on a second one generated with 3 years.
 
 Writes a markdown report (and a JSON twin) with the machine, the command line,
 every timing and every ratio against its target. `--quick` is the CI-sized run.
@@ -32,7 +32,6 @@ import os
 import platform
 import resource
 import shlex
-import shutil
 import statistics
 import subprocess
 import sys
@@ -64,7 +63,7 @@ from sizeagg_pipeline.core.periods import (  # noqa: E402
 
 LAST_DAY = date(2025, 12, 31)  # the last day of raw data; every window below ends by then
 PG_SCHEMA = "sizeagg_bench"
-TWIN_SCHEMA = f"{PG_SCHEMA}_1y"  # the tick's 1-year twin (see `clone`)
+HISTORY_SCHEMA = f"{PG_SCHEMA}_3y"  # the 3-year database (see `history_database`)
 TARGETS = {
     "floor": 1.3,  # sizeagg ÷ floor, every window and the range
     "steady": 1.5,  # daily with a year stored ÷ daily on an empty table
@@ -293,15 +292,21 @@ def drop_postgres(url: str, name: str = PG_SCHEMA) -> None:
     admin.dispose()
 
 
-def load_data(url: str, cfg: Config, first: date, last: date, result: EngineResult, what: str) -> None:
-    loader = datagen.loader_engine(url)
+def generate(url: str, cfg: Config, first: date, result: EngineResult, what: str) -> None:
+    """Tables, instances and raw rows of every day from `first` to LAST_DAY, oldest first."""
     started = time.perf_counter()
-    datagen.add_days(loader, first, last, databases=cfg.databases, epoch=cfg.epoch, progress=log)
-    loader.dispose()
     engine = sa.create_engine(url, poolclass=sa.NullPool)
+    schema.create_missing(engine)
+    with engine.begin() as conn:
+        datagen.add_instances(conn, cfg.instances)
+    log(f"{result.engine}: generating {cfg.instances} × {cfg.databases} × {(LAST_DAY - first).days + 1} days")
+    loader = datagen.loader_engine(url)  # on SQLite it switches the journal off: the file to itself
+    datagen.add_days(loader, first, LAST_DAY, databases=cfg.databases, epoch=cfg.epoch, progress=log)
+    loader.dispose()
     datagen.settle(engine)
-    engine.dispose()
     result.data[f"{what}_seconds"] = time.perf_counter() - started
+    result.data[f"{what}_rows"] = raw_counts(engine)
+    engine.dispose()
 
 
 def raw_counts(engine: sa.Engine) -> dict[str, int]:
@@ -440,46 +445,28 @@ def run_tick(engine: sa.Engine, day: date) -> None:
             aggregation.aggregate(engine, level, [window])
 
 
-def clone(engine: sa.Engine, url: str) -> str:
-    """A copy of the benchmark's database as it is now — a second SQLite file or
-    PostgreSQL schema — and the URL that uses it.
+def history_database(url: str) -> str:
+    """A second, empty database beside the benchmark's — a SQLite file next to it or a
+    PostgreSQL schema — for the 3-year measurements; its URL.
 
-    The tick is timed on this 1-year copy and on the original grown to 3 years
-    side by side, so that the state of a long run (checkpoints, caches, other
-    load) weighs on both alike instead of on whichever series came last.
+    A separate database rather than older days added to the first: a collector writes
+    one day after another, so the raw table's physical order follows collected_date.
+    Days added before the existing ones leave it out of order (PostgreSQL's
+    correlation −0.38), and the planner then reads a quarter's rows with a sequential
+    scan of the whole table — a layout no real history has, measured by the run of
+    0c07cf8 (tick 3 y ÷ 1 y 1.42 on PostgreSQL).
     """
-    if engine.dialect.name == "sqlite":
-        engine.dispose()  # the last connection to close checkpoints the WAL into the file
-        source = Path(sa.make_url(url).database or "")
-        target = source.with_name(f"{source.stem}-1y{source.suffix}")
-        twin = prepare_sqlite(target)
-        for suffix in ("", "-wal"):
-            if Path(f"{source}{suffix}").exists():
-                shutil.copyfile(f"{source}{suffix}", f"{target}{suffix}")
-        return twin
-    twin = prepare_postgres(url, TWIN_SCHEMA)
-    twin_engine = schema.make_engine(twin)
-    schema.create_missing(twin_engine)
-    twin_engine.dispose()
-    with engine.begin() as conn:
-        for table in schema.metadata.sorted_tables:
-            conn.execute(
-                sa.text(f"INSERT INTO {TWIN_SCHEMA}.{table.name} SELECT * FROM {PG_SCHEMA}.{table.name}")
-            )
-            conn.execute(
-                sa.text(
-                    f"SELECT setval(pg_get_serial_sequence('{TWIN_SCHEMA}.{table.name}', 'id'), max(id)) "
-                    f"FROM {TWIN_SCHEMA}.{table.name}"
-                )
-            )
-    return twin
+    if sa.make_url(url).get_backend_name() == "sqlite":
+        first = Path(sa.make_url(url).database or "")
+        return prepare_sqlite(first.with_name(f"{first.stem}-3y{first.suffix}"))
+    return prepare_postgres(url, HISTORY_SCHEMA)
 
 
-def drop_clone(url: str) -> None:
+def drop_database(url: str) -> None:
     if sa.make_url(url).get_backend_name() == "sqlite":
         prepare_sqlite(Path(sa.make_url(url).database or ""))  # removes the files
     else:
-        drop_postgres(url, TWIN_SCHEMA)
+        drop_postgres(url, HISTORY_SCHEMA)
 
 
 def measure_ticks(clock: Clock, engines: dict[str, sa.Engine], reps: int) -> dict[str, Timing]:
@@ -494,6 +481,14 @@ def measure_ticks(clock: Clock, engines: dict[str, sa.Engine], reps: int) -> dic
             timings[history].append(clock.time(functools.partial(run_tick, engines[history], LAST_DAY))[1])
         log("  tick: " + ", ".join(f"{h} {t[-1].wall:.2f} s" for h, t in timings.items()))
     return {history: median(t) for history, t in timings.items()}
+
+
+def measure_memory(result: EngineResult, url: str, history: str, days: list[Window]) -> None:
+    """Peak RSS of a child running the quarterly partition, and of one running the year range."""
+    log(f"{result.engine}: peak RSS, {history}")
+    quarter = measured_windows()[3]
+    result.memory[f"quarterly {history}"] = child_rss(url, f"quarterly:{quarter.key}")
+    result.memory[f"range {history}"] = child_rss(url, f"daily:{days[0].key}..{days[-1].key}")
 
 
 def child_rss(url: str, spec: str) -> dict[str, Any]:
@@ -580,13 +575,9 @@ def run_engine(name: str, url: str, cfg: Config, keep: bool) -> EngineResult:
     result = EngineResult(engine=name, version=str(version), url=sa.make_url(url).render_as_string())
     result.load.append(os.getloadavg()[0])
     clock = Clock(engine)
-    schema.create_missing(engine)
-    with engine.begin() as conn:
-        datagen.add_instances(conn, cfg.instances)
-    log(f"{name}: generating {cfg.instances} × {cfg.databases} × {cfg.days} days")
-    engine.dispose()  # the loader switches SQLite's journal off, which needs the file to itself
-    load_data(url, cfg, cfg.first_day, LAST_DAY, result, "load")
-    result.data.update(raw_counts(engine))
+    engine.dispose()
+    generate(url, cfg, cfg.first_day, result, "load")
+    result.data.update(result.data.pop("load_rows"))
     result.data["first_day"], result.data["last_day"] = str(cfg.first_day), str(LAST_DAY)
 
     with engine.begin() as conn:
@@ -623,34 +614,26 @@ def run_engine(name: str, url: str, cfg: Config, keep: bool) -> EngineResult:
         reruns.append(clock.time(lambda: [aggregation.aggregate(engine, lv, [day]) for lv in LEVELS])[1])
     result.steady = {"empty": empty_daily, "stored": median(inserts), "rerun": median(reruns)}
 
-    # 5: peak RSS at one year, then at three years of raw history
-    quarter = measured_windows()[3]
-    twin_url = None
+    # 5: peak RSS with one year of raw history, then with three (in a second database)
+    delete_slice(engine, Period.QUARTERLY, measured_windows()[3].start)
+    measure_memory(result, url, "1y", days)
+    result.memory["baseline"] = child_rss(url, "none:")
+    history_url = history_database(url)
     try:
-        for history in ("1y", "3y"):
-            if history == "3y":
-                log(f"{name}: copying the 1-year database (the tick's side-by-side twin)")
-                twin_url = clone(engine, url)
-                log(f"{name}: extending the raw history to {cfg.history_days} days")
-                engine.dispose()
-                load_data(url, cfg, cfg.epoch, cfg.first_day - timedelta(days=1), result, "history")
-                result.data["history_rows"] = raw_counts(engine)
-            delete_slice(engine, Period.QUARTERLY, quarter.start)
-            log(f"{name}: peak RSS, {history}")
-            result.memory[f"quarterly {history}"] = child_rss(url, f"quarterly:{quarter.key}")
-            result.memory[f"range {history}"] = child_rss(url, f"daily:{days[0].key}..{days[-1].key}")
-            if history == "1y":
-                result.memory["baseline"] = child_rss(url, "none:")
+        generate(history_url, cfg, cfg.epoch, result, "history")
+        history = schema.make_engine(history_url)
+        log(f"{name}: one-year range on the 3-year database (the aggregates the 1-year one holds)")
+        for level in LEVELS:
+            aggregation.aggregate(history, level, days)
+        measure_memory(result, history_url, "3y", days)
 
-        # 6: the daily tick on the 1-year twin and the 3-year database, side by side
+        # 6: the daily tick on both databases, side by side
         log(f"{name}: daily tick, 1 y and 3 y alternating")
-        twin = schema.make_engine(twin_url)
-        result.data["twin_rows"] = raw_counts(twin)
-        result.ticks = measure_ticks(clock, {"1y": twin, "3y": engine}, cfg.reps)
-        twin.dispose()
+        result.ticks = measure_ticks(clock, {"1y": engine, "3y": history}, cfg.reps)
+        history.dispose()
     finally:
-        if twin_url and not keep:
-            drop_clone(twin_url)
+        if not keep:
+            drop_database(history_url)
 
     capture_plans(engine, result, "as generated")
     if engine.dialect.name == "sqlite":
@@ -720,7 +703,8 @@ def render(results: list[EngineResult], cfg: Config, argv: Sequence[str], note: 
         f"Python {m['python']}, SQLAlchemy {m['sqlalchemy']}.",
         f"- Data: {cfg.instances:,} instances × {cfg.databases} databases × {cfg.days} days "
         f"({cfg.first_day}..{LAST_DAY}), one sample per database per day (≈0.5 % missing), "
-        f"then extended to {cfg.history_days} days of history for the 3-year measurements.",
+        f"and a second database with {cfg.history_days} days of history for the 3-year measurements "
+        "(each generated oldest day first, as a collector writes it).",
         f"- Repetitions: medians of {cfg.reps} (daily, weekly) and {cfg.big_reps} (monthly, quarterly); "
         "the one-year range once. sizeagg and the floor alternate within each repetition.",
         "- Seconds are wall time; *CPU* ratios use CPU time of this process plus the PostgreSQL "
@@ -799,7 +783,7 @@ def _engine_section(r: EngineResult) -> list[str]:
         f"`instance_size_stats` (incl. soft-deleted), {d['instances']:,} instances; generated in "
         f"{d['load_seconds']:.0f} s. History for the 3-year rows: "
         f"{d.get('history_rows', {}).get('database_size_stats', 0):,} `database_size_stats` rows, "
-        f"added in {d.get('history_seconds', 0):.0f} s.",
+        f"generated in {d.get('history_seconds', 0):.0f} s.",
         "",
         "### Windows: sizeagg, the floor, the origin's method",
         "",
@@ -885,9 +869,9 @@ def _notes() -> list[str]:
         "- *memory*: each child process runs one partition (or the range) for both levels from a fresh "
         "interpreter; on SQLite the database engine runs inside it, on PostgreSQL only the client does.",
         "- *daily tick*: the four windows containing the last day, both levels, with the weekly..quarterly "
-        "slices already written (every tick rewrites them) and the daily slice new. Timed side by side: "
-        "on a copy of the database made before the history was extended (1 y) and on the extended one "
-        "(3 y), alternating within each repetition, after `VACUUM (ANALYZE)` on PostgreSQL.",
+        "slices already written (every tick rewrites them) and the daily slice new. Timed side by side "
+        "on the two databases (both with a year of daily aggregates written and rewritten once), "
+        "alternating within each repetition, after `VACUUM (ANALYZE)` on PostgreSQL.",
     ]
 
 
