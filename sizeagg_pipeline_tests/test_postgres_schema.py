@@ -86,3 +86,19 @@ def test_a_bare_postgresql_url_uses_the_installed_driver(postgresql_url: str) ->
             assert conn.execute(sa.text("SELECT 1")).scalar_one() == 1
     finally:
         engine.dispose()
+
+
+@pytest.mark.postgres
+def test_every_session_has_temp_buffers_for_two_windows_of_groups(postgresql_url: str) -> None:
+    """Set on connect (the server's default is 8MB), outside any transaction: a rollback keeps it."""
+    engine = schema.make_engine(postgresql_url)
+    try:
+        for _ in range(2):  # a fresh connection each time
+            with engine.connect() as conn:
+                conn.execute(sa.text("CREATE TEMPORARY TABLE t (x integer)"))
+                conn.rollback()
+                assert conn.execute(sa.text("SHOW temp_buffers")).scalar_one() == schema.POSTGRES_TEMP_BUFFERS
+                assert conn.execute(sa.text("SELECT current_database()")).scalar_one() in postgresql_url
+            engine.dispose()
+    finally:
+        engine.dispose()

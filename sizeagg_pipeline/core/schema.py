@@ -299,6 +299,22 @@ def _sqlite_begin(conn: sa.Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+# A write keeps two windows of groups in temp tables (aggregation._groups_table):
+# 50,000 database-level groups are ~6 MB each, and PostgreSQL's default 8 MB of
+# temp buffers would spill them to the OS between the statements that read them.
+# The setting only caps the session's buffers (allocated as used), and it can only
+# be changed before the session's first temp table, so it is set on connect.
+POSTGRES_TEMP_BUFFERS = "64MB"
+
+
+def _postgres_session(dbapi_connection: object, _record: object) -> None:
+    autocommit = dbapi_connection.autocommit  # type: ignore[attr-defined]
+    dbapi_connection.autocommit = True  # type: ignore[attr-defined]
+    with dbapi_connection.cursor() as cursor:  # type: ignore[attr-defined]
+        cursor.execute(f"SET temp_buffers = '{POSTGRES_TEMP_BUFFERS}'")
+    dbapi_connection.autocommit = autocommit  # type: ignore[attr-defined]
+
+
 def make_engine(url: str) -> sa.Engine:
     """An engine for the application database, tuned per dialect."""
     parsed = sa.make_url(url)
@@ -312,7 +328,9 @@ def make_engine(url: str) -> sa.Engine:
     if parsed.drivername == "postgresql" and importlib.util.find_spec("psycopg") is None:
         # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; psycopg2 is what is installed.
         parsed = parsed.set(drivername="postgresql+psycopg2")
-    return sa.create_engine(parsed, pool_pre_ping=True)
+    engine = sa.create_engine(parsed, pool_pre_ping=True)
+    sa.event.listen(engine, "connect", _postgres_session)
+    return engine
 
 
 def backend(engine_or_conn: sa.Engine | sa.Connection) -> str:
