@@ -47,7 +47,7 @@ ui: venv $(DAGSTER_HOME)/dagster.yaml
 lineage: venv
 	$(BIN)/python scripts/render_lineage.py --url http://127.0.0.1:$(PORT)
 
-# The aggregation benchmark (issue 7): 32–54 min per engine at the default size;
+# The aggregation benchmark (issue 7): 38–55 min per engine at the default size;
 # writes benchmarks/results.md. BENCH_ARGS="--quick" for a CI-sized run, "--postgres URL"
 # to add PostgreSQL (postgresql+psycopg2://…; the run uses and drops its own schema).
 BENCH_ARGS ?=

@@ -16,6 +16,7 @@ soft-deleted ``instance_size_stats`` row every 7th day (must be ignored).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from datetime import date, timedelta
 
@@ -145,15 +146,18 @@ def add_days(
 
 
 def settle(engine: sa.Engine) -> None:
-    """PostgreSQL: VACUUM (ANALYZE) now — what autovacuum does after a bulk write —
-    so that it does not run beside the next measurement.
+    """Let a bulk write's after-effects finish before the next measurement.
 
-    With ANALYZE alone, autovacuum's pass over tens of millions of new or rewritten
+    SQLite: `sync` — the kernel writes the gigabytes of a fresh load back to disk for
+    a minute or more, and a daily window timed meanwhile took up to 1.4× as long as
+    after it, unevenly between sizeagg and the floor. No ANALYZE
+    (performance-notes §6: sizeagg must plan well without statistics).
+    PostgreSQL: VACUUM (ANALYZE) now, what autovacuum would do after a bulk write:
+    with ANALYZE alone, autovacuum's pass over tens of millions of new or rewritten
     rows (and the checkpoints it drives) overlapped the timings that followed.
-    SQLite is left as generated (performance-notes §6: sizeagg must plan well
-    without statistics).
     """
     if engine.dialect.name != "postgresql":
+        os.sync()
         return
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.exec_driver_sql("VACUUM (ANALYZE)")
