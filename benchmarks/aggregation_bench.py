@@ -26,6 +26,7 @@ every timing and every ratio against its target. `--quick` is the CI-sized run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
@@ -36,7 +37,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -62,8 +63,8 @@ from sizeagg_pipeline.core.periods import (  # noqa: E402
 )
 
 LAST_DAY = date(2025, 12, 31)  # the last day of raw data; every window below ends by then
-PG_SCHEMA = "sizeagg_bench"
-HISTORY_SCHEMA = f"{PG_SCHEMA}_3y"  # the 3-year database (see `history_database`)
+DATABASE = "sizeagg_bench"  # the SQLite file's stem or the PostgreSQL schema
+HISTORY_DATABASE = f"{DATABASE}_3y"  # the 3-year database (see `run_engine`)
 TARGETS = {
     "floor": 1.3,  # sizeagg ÷ floor, every window and the range
     "steady": 1.5,  # daily with a year stored ÷ daily on an empty table
@@ -267,46 +268,61 @@ def delete_slice(engine: sa.Engine, period: Period, start: date) -> None:
             conn.execute(sa.delete(t).where(t.c.period_type == period.value, t.c.period_start == start))
 
 
-def prepare_sqlite(path: Path) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
-    return f"sqlite:///{path}"
+@contextlib.contextmanager
+def scratch_database(server: str, name: str, keep: bool) -> Iterator[str]:
+    """A fresh, empty database called `name` on `server` — a SQLite file `name`.db in the
+    folder of a `sqlite:///folder` URL, or a schema of our own on a PostgreSQL server —
+    and its URL; removed on the way out unless `keep`."""
+    server_url = sa.make_url(server)
+    if server_url.get_backend_name() == "sqlite":
+        path = Path(server_url.database or ".").resolve() / f"{name}.db"
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+        def drop() -> None:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+        drop()
+        url = f"sqlite:///{path}"
+    else:
+
+        def drop() -> None:
+            admin = sa.create_engine(server, poolclass=sa.NullPool)
+            with admin.begin() as conn:
+                conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {name} CASCADE"))
+            admin.dispose()
+
+        drop()
+        admin = sa.create_engine(server, poolclass=sa.NullPool)
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"CREATE SCHEMA {name}"))
+        admin.dispose()
+        scoped = server_url.update_query_dict({"options": f"-csearch_path={name}"})
+        url = scoped.render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        if not keep:
+            drop()
 
 
-def prepare_postgres(url: str, name: str = PG_SCHEMA) -> str:
-    """A fresh schema of our own in the given database; the URL that uses it."""
-    admin = sa.create_engine(url, poolclass=sa.NullPool)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {name} CASCADE"))
-        conn.execute(sa.text(f"CREATE SCHEMA {name}"))
-    admin.dispose()
-    scoped = sa.make_url(url).update_query_dict({"options": f"-csearch_path={name}"})
-    return scoped.render_as_string(hide_password=False)
-
-
-def drop_postgres(url: str, name: str = PG_SCHEMA) -> None:
-    admin = sa.create_engine(url, poolclass=sa.NullPool)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {name} CASCADE"))
-    admin.dispose()
-
-
-def generate(url: str, cfg: Config, first: date, result: EngineResult, what: str) -> None:
-    """Tables, instances and raw rows of every day from `first` to LAST_DAY, oldest first."""
+def generate(url: str, cfg: Config, first: date, label: str) -> tuple[float, dict[str, int]]:
+    """Tables, instances and raw rows of every day from `first` to LAST_DAY, oldest first;
+    the seconds it took and the rows of each raw table."""
     started = time.perf_counter()
     engine = sa.create_engine(url, poolclass=sa.NullPool)
     schema.create_missing(engine)
     with engine.begin() as conn:
         datagen.add_instances(conn, cfg.instances)
-    log(f"{result.engine}: generating {cfg.instances} × {cfg.databases} × {(LAST_DAY - first).days + 1} days")
+    log(f"{label}: generating {cfg.instances} × {cfg.databases} × {(LAST_DAY - first).days + 1} days")
     loader = datagen.loader_engine(url)  # on SQLite it switches the journal off: the file to itself
     datagen.add_days(loader, first, LAST_DAY, databases=cfg.databases, epoch=cfg.epoch, progress=log)
     loader.dispose()
     datagen.settle(engine)
-    result.data[f"{what}_seconds"] = time.perf_counter() - started
-    result.data[f"{what}_rows"] = raw_counts(engine)
+    seconds = time.perf_counter() - started
+    rows = raw_counts(engine)
     engine.dispose()
+    return seconds, rows
 
 
 def raw_counts(engine: sa.Engine) -> dict[str, int]:
@@ -445,30 +461,6 @@ def run_tick(engine: sa.Engine, day: date) -> None:
             aggregation.aggregate(engine, level, [window])
 
 
-def history_database(url: str) -> str:
-    """A second, empty database beside the benchmark's — a SQLite file next to it or a
-    PostgreSQL schema — for the 3-year measurements; its URL.
-
-    A separate database rather than older days added to the first: a collector writes
-    one day after another, so the raw table's physical order follows collected_date.
-    Days added before the existing ones leave it out of order (PostgreSQL's
-    correlation −0.38), and the planner then reads a quarter's rows with a sequential
-    scan of the whole table — a layout no real history has, measured by the run of
-    0c07cf8 (tick 3 y ÷ 1 y 1.42 on PostgreSQL).
-    """
-    if sa.make_url(url).get_backend_name() == "sqlite":
-        first = Path(sa.make_url(url).database or "")
-        return prepare_sqlite(first.with_name(f"{first.stem}-3y{first.suffix}"))
-    return prepare_postgres(url, HISTORY_SCHEMA)
-
-
-def drop_database(url: str) -> None:
-    if sa.make_url(url).get_backend_name() == "sqlite":
-        prepare_sqlite(Path(sa.make_url(url).database or ""))  # removes the files
-    else:
-        drop_postgres(url, HISTORY_SCHEMA)
-
-
 def measure_ticks(clock: Clock, engines: dict[str, sa.Engine], reps: int) -> dict[str, Timing]:
     """The median daily tick on each database, the databases alternating within each repetition."""
     for engine in engines.values():
@@ -483,10 +475,13 @@ def measure_ticks(clock: Clock, engines: dict[str, sa.Engine], reps: int) -> dic
     return {history: median(t) for history, t in timings.items()}
 
 
-def measure_memory(result: EngineResult, url: str, history: str, days: list[Window]) -> None:
-    """Peak RSS of a child running the quarterly partition, and of one running the year range."""
+def measure_memory(result: EngineResult, engine: sa.Engine, history: str, days: list[Window]) -> None:
+    """Peak RSS of a child writing the quarterly partition afresh, and of one running the
+    year range (whose aggregates are stored: the steady case)."""
     log(f"{result.engine}: peak RSS, {history}")
     quarter = measured_windows()[3]
+    delete_slice(engine, Period.QUARTERLY, quarter.start)
+    url = engine.url.render_as_string(hide_password=False)
     result.memory[f"quarterly {history}"] = child_rss(url, f"quarterly:{quarter.key}")
     result.memory[f"range {history}"] = child_rss(url, f"daily:{days[0].key}..{days[-1].key}")
 
@@ -562,8 +557,25 @@ def capture_plans(engine: sa.Engine, result: EngineResult, label: str) -> None:
         conn.rollback()
 
 
-def run_engine(name: str, url: str, cfg: Config, keep: bool) -> EngineResult:
-    """Everything, on one engine, in order; the engine's data is generated here."""
+def run_engine(name: str, server: str, cfg: Config, keep: bool) -> EngineResult:
+    """Everything, on one engine, in order, in two scratch databases generated here.
+
+    The 3-year measurements use a second database rather than older days added to the
+    first: a collector writes one day after another, so the raw table's physical order
+    follows collected_date. Days added before the existing ones leave it out of order
+    (PostgreSQL's correlation −0.38), and the planner then reads a quarter's rows with a
+    sequential scan of the whole table — a layout no real history has, measured by the
+    run of 0c07cf8 (tick 3 y ÷ 1 y 1.42 on PostgreSQL).
+    """
+    with (
+        scratch_database(server, DATABASE, keep) as url,
+        scratch_database(server, HISTORY_DATABASE, keep) as history_url,
+    ):
+        return measure_engine(name, url, history_url, cfg)
+
+
+def measure_engine(name: str, url: str, history_url: str, cfg: Config) -> EngineResult:
+    """Steps 1–6 of the module's docstring, on the (empty) databases at `url` and `history_url`."""
     started = time.perf_counter()
     engine = schema.make_engine(url)
     with engine.connect() as conn:
@@ -576,8 +588,8 @@ def run_engine(name: str, url: str, cfg: Config, keep: bool) -> EngineResult:
     result.load.append(os.getloadavg()[0])
     clock = Clock(engine)
     engine.dispose()
-    generate(url, cfg, cfg.first_day, result, "load")
-    result.data.update(result.data.pop("load_rows"))
+    load_seconds, load_rows = generate(url, cfg, cfg.first_day, name)
+    result.data |= load_rows | {"load_seconds": load_seconds}
     result.data["first_day"], result.data["last_day"] = str(cfg.first_day), str(LAST_DAY)
 
     with engine.begin() as conn:
@@ -614,26 +626,20 @@ def run_engine(name: str, url: str, cfg: Config, keep: bool) -> EngineResult:
         reruns.append(clock.time(lambda: [aggregation.aggregate(engine, lv, [day]) for lv in LEVELS])[1])
     result.steady = {"empty": empty_daily, "stored": median(inserts), "rerun": median(reruns)}
 
-    # 5: peak RSS with one year of raw history, then with three (in a second database)
-    delete_slice(engine, Period.QUARTERLY, measured_windows()[3].start)
-    measure_memory(result, url, "1y", days)
+    # 5: peak RSS with one year of raw history, then with three (in the second database)
+    measure_memory(result, engine, "1y", days)
     result.memory["baseline"] = child_rss(url, "none:")
-    history_url = history_database(url)
-    try:
-        generate(history_url, cfg, cfg.epoch, result, "history")
-        history = schema.make_engine(history_url)
-        log(f"{name}: one-year range on the 3-year database (the aggregates the 1-year one holds)")
-        for level in LEVELS:
-            aggregation.aggregate(history, level, days)
-        measure_memory(result, history_url, "3y", days)
+    result.data["history_seconds"], result.data["history_rows"] = generate(history_url, cfg, cfg.epoch, name)
+    history = schema.make_engine(history_url)
+    log(f"{name}: one-year range on the 3-year database (the aggregates the 1-year one holds)")
+    for level in LEVELS:
+        aggregation.aggregate(history, level, days)
+    measure_memory(result, history, "3y", days)
 
-        # 6: the daily tick on both databases, side by side
-        log(f"{name}: daily tick, 1 y and 3 y alternating")
-        result.ticks = measure_ticks(clock, {"1y": engine, "3y": history}, cfg.reps)
-        history.dispose()
-    finally:
-        if not keep:
-            drop_database(history_url)
+    # 6: the daily tick on both databases, side by side
+    log(f"{name}: daily tick, 1 y and 3 y alternating")
+    result.ticks = measure_ticks(clock, {"1y": engine, "3y": history}, cfg.reps)
+    history.dispose()
 
     capture_plans(engine, result, "as generated")
     if engine.dialect.name == "sqlite":
@@ -913,24 +919,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = Config(**{**asdict(base), **overrides})
     if cfg.days < 400 or cfg.history_days < cfg.days:
         raise SystemExit("--days must be ≥ 400 and --history-days ≥ --days")
-    results = []
-    if not args.no_sqlite:
-        path = args.workdir.resolve() / "aggregation_bench.db"
-        url = prepare_sqlite(path)
-        try:
-            results.append(run_engine("SQLite", url, cfg, args.keep))
-        finally:
-            if not args.keep:
-                prepare_sqlite(path)  # removes the files
+    servers = {"SQLite": f"sqlite:///{args.workdir.resolve()}"} if not args.no_sqlite else {}
     if args.postgres:
-        url = prepare_postgres(args.postgres)
-        try:
-            results.append(run_engine("PostgreSQL", url, cfg, args.keep))
-        finally:
-            if not args.keep:
-                drop_postgres(args.postgres)
-    if not results:
+        servers["PostgreSQL"] = args.postgres
+    if not servers:
         raise SystemExit("nothing to run: --no-sqlite without --postgres")
+    results = [run_engine(name, server, cfg, args.keep) for name, server in servers.items()]
     report = render(results, cfg, argv, args.note)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(report)
