@@ -49,7 +49,7 @@ lineage: venv
 
 # The aggregation benchmark (issue 7): 38–55 min per engine at the default size;
 # writes benchmarks/results.md. BENCH_ARGS="--quick" for a CI-sized run, "--postgres URL"
-# to add PostgreSQL (postgresql+psycopg2://…; the run uses and drops its own schema).
+# to add PostgreSQL (postgresql+psycopg2://…; the run uses and drops its own two schemas).
 BENCH_ARGS ?=
 bench: venv
 	$(BIN)/python benchmarks/aggregation_bench.py $(BENCH_ARGS)
