@@ -268,6 +268,15 @@ def delete_slice(engine: sa.Engine, period: Period, start: date) -> None:
             conn.execute(sa.delete(t).where(t.c.period_type == period.value, t.c.period_start == start))
 
 
+def _execute(url: str, *statements: str) -> None:
+    """Run `statements` in one transaction on a connection of their own."""
+    engine = sa.create_engine(url, poolclass=sa.NullPool)
+    with engine.begin() as conn:
+        for statement in statements:
+            conn.execute(sa.text(statement))
+    engine.dispose()
+
+
 @contextlib.contextmanager
 def scratch_database(server: str, name: str, keep: bool) -> Iterator[str]:
     """A fresh, empty database called `name` on `server` — a SQLite file `name`.db in the
@@ -285,18 +294,12 @@ def scratch_database(server: str, name: str, keep: bool) -> Iterator[str]:
         drop()
         url = f"sqlite:///{path}"
     else:
+        drop_schema = f"DROP SCHEMA IF EXISTS {name} CASCADE"
 
         def drop() -> None:
-            admin = sa.create_engine(server, poolclass=sa.NullPool)
-            with admin.begin() as conn:
-                conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {name} CASCADE"))
-            admin.dispose()
+            _execute(server, drop_schema)
 
-        drop()
-        admin = sa.create_engine(server, poolclass=sa.NullPool)
-        with admin.begin() as conn:
-            conn.execute(sa.text(f"CREATE SCHEMA {name}"))
-        admin.dispose()
+        _execute(server, drop_schema, f"CREATE SCHEMA {name}")
         scoped = server_url.update_query_dict({"options": f"-csearch_path={name}"})
         url = scoped.render_as_string(hide_password=False)
     try:
