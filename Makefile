@@ -9,7 +9,7 @@ PORT ?= 3000
 
 .PHONY: venv demo test postgres ui lineage lint bench clean
 
-$(STAMP): setup.py pyproject.toml requirements.lock
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
 	touch $@
@@ -54,9 +54,12 @@ BENCH_ARGS ?=
 bench: venv
 	$(BIN)/python benchmarks/aggregation_bench.py $(BENCH_ARGS)
 
-lint: venv
+# Style, types (mypy, configured in pyproject.toml) and the definitions as `dg` loads them.
+lint: venv $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/dg check defs
 
 clean:
 	rm -rf .sizeagg

@@ -53,7 +53,7 @@ import sqlalchemy as sa  # noqa: E402
 from sqlalchemy import orm  # noqa: E402
 
 from sizeagg_pipeline.core import aggregation, schema  # noqa: E402
-from sizeagg_pipeline.core.aggregation import LEVELS, Level  # noqa: E402
+from sizeagg_pipeline.core.levels import LEVELS, Level  # noqa: E402
 from sizeagg_pipeline.core.periods import (  # noqa: E402
     Period,
     Window,
@@ -339,7 +339,7 @@ def raw_counts(engine: sa.Engine) -> dict[str, int]:
 def bare_scan(conn: sa.Connection, level: Level, lo: date, hi: date) -> None:
     """The rows a window and its previous window read, and nothing else."""
     raw = level.raw
-    col = raw.c.size_mb if level is aggregation.DATABASE else raw.c.total_size_mb
+    col = raw.c[level.sizes[0]]  # size_mb or total_size_mb
     conn.execute(
         sa.select(sa.func.count(), sa.func.sum(col)).where(raw.c.collected_date.between(lo, hi))
     ).one()
@@ -382,11 +382,8 @@ def measure_window(
         for step in (run_sizeagg, run_floor) if rep % 2 == 0 else (run_floor, run_sizeagg):
             step()
         with engine.connect() as conn:
-            scan_t.append(
-                clock.time(lambda c=conn: bare_scan(c, level, windows[0].previous().start, windows[-1].end))[
-                    1
-                ]
-            )
+            scan = functools.partial(bare_scan, conn, level, windows[0].previous().start, windows[-1].end)
+            scan_t.append(clock.time(scan)[1])
     first, last = windows[0], windows[-1]
     differing = 0
     with engine.connect() as conn:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from datetime import date, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -100,13 +101,13 @@ def loader_engine(url: str) -> sa.Engine:
     if engine.dialect.name == "sqlite":
 
         @sa.event.listens_for(engine, "connect")
-        def _pragmas(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
             dbapi_connection.isolation_level = None
             for pragma in ("journal_mode=OFF", "synchronous=OFF", "cache_size=-2097152"):
                 dbapi_connection.execute(f"PRAGMA {pragma}")
 
         @sa.event.listens_for(engine, "begin")
-        def _begin(conn):  # type: ignore[no-untyped-def]
+        def _begin(conn: sa.Connection) -> None:
             conn.exec_driver_sql("BEGIN")
 
     return engine
@@ -151,7 +152,7 @@ def settle(engine: sa.Engine) -> None:
     SQLite: `sync` — the kernel writes the gigabytes of a fresh load back to disk for
     a minute or more, and a daily window timed meanwhile took up to 1.4× as long as
     after it, unevenly between sizeagg and the floor. No ANALYZE
-    (performance-notes §6: sizeagg must plan well without statistics).
+    (docs/performance.md: sizeagg must plan well without statistics).
     PostgreSQL: VACUUM (ANALYZE) now, what autovacuum would do after a bulk write:
     with ANALYZE alone, autovacuum's pass over tens of millions of new or rewritten
     rows (and the checkpoints it drives) overlapped the timings that followed.

@@ -1,4 +1,4 @@
-"""The origin's row-by-row method, small and faithful (domain-origin §3.5, B6), for timing.
+"""The origin's row-by-row method, small and faithful (its per-instance loop and per-row queries), for timing.
 
 Per period and level the origin re-reads the instance list, then per instance
 loads every raw row of the window into Python and groups it there; per group
@@ -39,7 +39,7 @@ from sizeagg_pipeline.core.schema import (
 )
 
 ORIGIN_PREFIX = "origin_"
-# The origin's unique key order (domain-origin §1.5, §1.6).
+# The origin's unique key order (docs/postgres.md).
 ORIGIN_KEYS = {
     "database": ["instance_id", "database_name", "period_type", "period_start"],
     "instance": ["instance_id", "period_type", "period_start"],
@@ -86,7 +86,7 @@ def _stats(values: Iterable[int | None]) -> tuple[int, int, int | None, int | No
 def database_values(
     cur: Sequence[tuple[int, int | None, int | None]], prev: Sequence[tuple[Any, ...]]
 ) -> dict:
-    """Contract §3.1 for one database: cur and prev are (size, data, log) per raw row."""
+    """docs/contract.md, database level, for one database: cur and prev are (size, data, log) per raw row."""
     n = len(cur)
     s, _, mn, mx = _stats(r[0] for r in cur)
     values: dict[str, Any] = {"avg_size_mb": s // n, "max_size_mb": mx, "min_size_mb": mn, "data_count": n}
@@ -116,7 +116,7 @@ def database_values(
 
 
 def instance_values(cur: Sequence[tuple[int, int]], prev: Sequence[tuple[int, int]]) -> dict:
-    """Contract §3.2 for one instance: cur and prev are (total_size_mb, database_count) per day."""
+    """docs/contract.md, instance level: cur and prev are (total_size_mb, database_count) per day."""
     n = len(cur)
     ts, cs = sum(r[0] for r in cur), sum(r[1] for r in cur)
     values: dict[str, Any] = {
@@ -174,7 +174,7 @@ class OrmStore:
     def __init__(self, session: orm.Session, targets: dict[str, sa.Table]) -> None:
         self.session = session
         registry = orm.registry()
-        self.cls: dict[str, type] = {}
+        self.cls: dict[str, Any] = {}
         for name, table in {
             "instances": instances,
             "database": database_size_stats,
@@ -188,23 +188,23 @@ class OrmStore:
 
     def instance_ids(self, ids: Sequence[int]) -> list[int]:
         inst = self.cls["instances"]
-        return [i.id for i in self.session.query(inst).filter(inst.id.in_(ids)).order_by(inst.id)]  # type: ignore[attr-defined]
+        return [i.id for i in self.session.query(inst).filter(inst.id.in_(ids)).order_by(inst.id)]
 
     def window_rows(self, level: str, instance_id: int, lo: date, hi: date) -> list[tuple[Any, ...]]:
         raw = self.cls[level]
-        q = self.session.query(raw).filter(raw.instance_id == instance_id, raw.collected_date.between(lo, hi))  # type: ignore[attr-defined]
+        q = self.session.query(raw).filter(raw.instance_id == instance_id, raw.collected_date.between(lo, hi))
         if level == "database":
             return [(r.database_name, r.size_mb, r.data_size_mb, r.log_size_mb) for r in q]
-        q = q.filter(raw.is_deleted.is_(False))  # type: ignore[attr-defined]
+        q = q.filter(raw.is_deleted.is_(False))
         return [(r.collected_date, r.total_size_mb, r.database_count) for r in q]
 
     def prev_rows(self, level: str, key: tuple[Any, ...], lo: date, hi: date) -> list[tuple[Any, ...]]:
         raw = self.cls[level]
-        q = self.session.query(raw).filter(raw.instance_id == key[0], raw.collected_date.between(lo, hi))  # type: ignore[attr-defined]
+        q = self.session.query(raw).filter(raw.instance_id == key[0], raw.collected_date.between(lo, hi))
         if level == "database":
-            q = q.filter(raw.database_name == key[1])  # type: ignore[attr-defined]
+            q = q.filter(raw.database_name == key[1])
             return [(r.size_mb, r.data_size_mb, r.log_size_mb) for r in q]
-        q = q.filter(raw.is_deleted.is_(False))  # type: ignore[attr-defined]
+        q = q.filter(raw.is_deleted.is_(False))
         return [(r.collected_date, r.total_size_mb, r.database_count) for r in q]
 
     def existing(self, level: str, key: tuple[Any, ...], period: str, start: date) -> Any:
@@ -314,7 +314,7 @@ def run_method(store: Store, level: str, window: Window, instance_ids: Sequence[
             found = store.existing(level, key, period, window.start)
             prev_raw = store.prev_rows(level, key, prev.start, prev.end)
             if level == "database":
-                values = database_values(cur, prev_raw)  # type: ignore[arg-type]
+                values = database_values(cur, prev_raw)
             else:
                 values = instance_values(_per_day(cur), _per_day(prev_raw))
             now = datetime.now(UTC)

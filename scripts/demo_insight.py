@@ -22,9 +22,8 @@ from sizeagg_pipeline.core.periods import PERIODS, window_containing
 from sizeagg_pipeline.core.schema import database_size_stats, make_engine
 from sizeagg_pipeline.core.settings import calendar, database_url, state_dir
 
-QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 # Thresholds sized to the demo's databases (up to ~40 GB) and instances (up to ~100 GB), so
-# the forecast has something to flag; a deployment sets its own (see README).
+# the forecast has something to flag; a deployment sets its own (docs/ui.md).
 DEMO_THRESHOLDS = {"database_threshold_mb": 36_864, "instance_threshold_mb": 102_400}
 
 
@@ -33,6 +32,10 @@ def main() -> int:
     os.environ.setdefault("DAGSTER_HOME", str(state_dir() / "dagster_home"))
     Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
     from sizeagg_pipeline import defs
+    from sizeagg_pipeline.cli.run import QUIET
+    from sizeagg_pipeline.defs.aggregates.checks import raw_table_checks_job
+    from sizeagg_pipeline.defs.aggregates.jobs import PERIOD_JOBS
+    from sizeagg_pipeline.defs.forecast.schedule import capacity_forecast_job
 
     engine = make_engine(database_url())
     with engine.connect() as conn:
@@ -51,7 +54,7 @@ def main() -> int:
     with dg.DagsterInstance.get() as instance:
         for period in PERIODS:
             start, end = window_containing(period, first).key, window_containing(period, last).key
-            result = defs.resolve_job_def(f"{period}_aggregation_job").execute_in_process(
+            result = defs.resolve_job_def(PERIOD_JOBS[period].name).execute_in_process(
                 run_config=QUIET,
                 instance=instance,
                 tags={
@@ -66,12 +69,12 @@ def main() -> int:
             status = "ok" if result.success else "FAILED"
             print(f"{period:<9} {start}...{end}: {status}, checks {passed}/{len(checks)} passed")
             failed += not result.success
-        result = defs.resolve_job_def("raw_table_checks_job").execute_in_process(
+        result = defs.resolve_job_def(raw_table_checks_job.name).execute_in_process(
             run_config=QUIET, instance=instance, raise_on_error=False
         )
         checks = result.get_asset_check_evaluations()
         print(f"raw tables: checks {sum(c.passed for c in checks)}/{len(checks)} passed")
-        result = defs.resolve_job_def("capacity_forecast_job").execute_in_process(
+        result = defs.resolve_job_def(capacity_forecast_job.name).execute_in_process(
             run_config={**QUIET, "ops": {"capacity_forecast": {"config": DEMO_THRESHOLDS}}},
             instance=instance,
             partition_key=last.isoformat(),

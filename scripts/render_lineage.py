@@ -33,6 +33,7 @@ import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 GRAPH_QUERY = "{ assetNodes { assetKey { path } groupName repository { name location { name } } } }"
@@ -102,7 +103,7 @@ SHOWN = "document.body.innerText.includes(%s)"
 class DevTools:
     """The few DevTools-protocol calls this script needs, over one page's websocket."""
 
-    def __init__(self, socket) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, socket: Any) -> None:
         self.socket = socket
         self.next_id = 0
 

@@ -1,30 +1,16 @@
-"""The one `Definitions` object of sizeagg."""
+"""The one `Definitions` of sizeagg: everything under `defs/`, plus the executor.
 
-from __future__ import annotations
+`defs/` holds one folder per domain (aggregates, sessions, schedule, late_data,
+forecast) and the resources; Dagster's `load_from_defs_folder` finds every asset,
+check, job, schedule and sensor defined at module level there.
+"""
 
-import os
+from pathlib import Path
 
 import dagster as dg
 
-from .assets import PERIOD_ASSETS, RAW_ASSETS
-from .checks import ALL_CHECKS, raw_table_checks_job
-from .core.settings import DATABASE_URL_VAR, default_database_url
-from .forecast import capacity_forecast, capacity_forecast_job, capacity_forecast_schedule
-from .jobs import PERIOD_JOBS, aggregation_session_job
-from .resources import AppDatabase
-from .sensors import SENSORS
-from .session_asset import aggregation_session
-
-# The quick start runs with nothing configured: the embedded SQLite file.
-os.environ.setdefault(DATABASE_URL_VAR, default_database_url())
-
-defs = dg.Definitions(
-    assets=[*RAW_ASSETS.values(), *PERIOD_ASSETS.values(), aggregation_session, capacity_forecast],
-    asset_checks=ALL_CHECKS,
-    jobs=[*PERIOD_JOBS.values(), aggregation_session_job, capacity_forecast_job, raw_table_checks_job],
-    schedules=[capacity_forecast_schedule],
-    sensors=SENSORS,
-    resources={"db": AppDatabase(url=dg.EnvVar(DATABASE_URL_VAR))},
+defs = dg.Definitions.merge(
+    dg.load_from_defs_folder(path_within_project=Path(__file__).parent),
     # Each step is one SQL transaction: a process per step buys nothing but spawn time.
-    executor=dg.in_process_executor,
+    dg.Definitions(executor=dg.in_process_executor),
 )

@@ -1,4 +1,4 @@
-"""The Definitions load, and name what the issues require."""
+"""definitions.py: the one Definitions loads, in process and through `dagster`, and names what it must."""
 
 from __future__ import annotations
 
@@ -10,13 +10,8 @@ from pathlib import Path
 import dagster as dg
 
 from sizeagg_pipeline import defs
-
-ROOT = Path(__file__).resolve().parent.parent
-PERIOD_ASSETS = [
-    f"{level}_size_{period}"
-    for level in ("database", "instance")
-    for period in ("daily", "weekly", "monthly", "quarterly")
-]
+from sizeagg_pipeline_tests.support.asset_names import AGGREGATES as PERIOD_ASSETS
+from sizeagg_pipeline_tests.support.paths import ROOT
 
 
 def test_definitions_validate() -> None:
@@ -38,15 +33,6 @@ def test_session_asset_depends_on_all_eight() -> None:
     graph = defs.resolve_asset_graph()
     parents = {k.to_user_string() for k in graph.get(dg.AssetKey("aggregation_session")).parent_keys}
     assert parents == set(PERIOD_ASSETS)
-
-
-def test_weekly_partitions_start_on_monday() -> None:
-    weekly = defs.resolve_assets_def("database_size_weekly").partitions_def
-    keys = weekly.get_partition_keys()
-    assert keys[0] == "2024-01-01"  # a Monday
-    assert keys[1] == "2024-01-08"
-    quarterly = defs.resolve_assets_def("database_size_quarterly").partitions_def
-    assert quarterly.get_partition_keys()[:4] == ["2024-01-01", "2024-04-01", "2024-07-01", "2024-10-01"]
 
 
 def test_dagster_cli_validates_the_workspace(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Aggregation math of contract §3, as set-based SQL that the database runs.
+"""The aggregation of `docs/contract.md`, as set-based SQL that the database runs.
 
 One call writes one contiguous run of windows of one period type (a partition or
 a partition range) for one level, atomically:
@@ -20,11 +20,8 @@ group keys; a keyed temp table makes the join to the previous window a lookup;
 the statements are built once per level and period, so SQLAlchemy compiles
 them once.
 
-Exact arithmetic without floats: a mean is ``sum / count``, so with integer
-division (which both SQLite and PostgreSQL truncate toward zero) ``floor(mean)``
-of non-negative sizes is ``sum / count``; ``trunc(cur − prev)`` is
-``(S1·n2 − S2·n1) / (n1·n2)``; and a percentage is rounded half away from zero
-on the exact rational by integer arithmetic in hundredths.
+The formulas themselves, and everything else that differs between the database
+and the instance level, are on `core.levels.Level`.
 """
 
 from __future__ import annotations
@@ -37,17 +34,10 @@ from datetime import UTC, date, datetime
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from .levels import Level, level_named
 from .periods import Period, Window
 from .pg_partitions import MissingPartition, ensure_month_partitions, require_partitions
-from .schema import (
-    PERCENT_LIMIT_HUNDREDTHS,
-    database_size_aggregations,
-    database_size_stats,
-    instance_size_aggregations,
-    instance_size_stats,
-    instances,
-    missing_tables,
-)
+from .schema import instances, missing_tables
 
 GROUPS_TABLE = "sizeagg_groups"
 # PostgreSQL planner methods a write turns off for its own statements (see write_windows).
@@ -57,7 +47,7 @@ EXAMPLES = 5  # offending rows quoted in a validation error
 
 
 class InvalidRawData(ValueError):
-    """Raw rows break a validation rule of contract §3.3; nothing was written."""
+    """Raw rows break a validation rule (docs/contract.md, Validation); nothing was written."""
 
     def __init__(self, message: str, violations: Violations) -> None:
         super().__init__(message)
@@ -70,40 +60,6 @@ class MissingTable(RuntimeError):
 
 class MissingUniqueKey(RuntimeError):
     """An existing aggregate table lacks the unique key the upsert's ON CONFLICT needs."""
-
-
-@dataclass(frozen=True)
-class Level:
-    """Database level or instance level: which raw table feeds which aggregate table."""
-
-    name: str
-    raw: sa.Table
-    target: sa.Table
-    keys: tuple[str, ...]  # group keys besides the period
-    sizes: tuple[str, ...]  # validated non-negative columns
-    required: tuple[str, ...]  # columns that must not be NULL
-
-    def asset_name(self, period: Period) -> str:
-        return f"{self.name}_size_{period}"
-
-
-DATABASE = Level(
-    name="database",
-    raw=database_size_stats,
-    target=database_size_aggregations,
-    keys=("instance_id", "database_name"),
-    sizes=("size_mb", "data_size_mb", "log_size_mb"),
-    required=("size_mb",),
-)
-INSTANCE = Level(
-    name="instance",
-    raw=instance_size_stats,
-    target=instance_size_aggregations,
-    keys=("instance_id",),
-    sizes=("total_size_mb", "database_count"),
-    required=("total_size_mb", "database_count"),
-)
-LEVELS = (DATABASE, INSTANCE)
 
 
 @dataclass(frozen=True)
@@ -184,7 +140,7 @@ def _group_window(level: Level, groups: sa.Table, dialect: str, maxima: bool = T
     `collected_date = day`: once the database has statistics (ANALYZE, `PRAGMA
     optimize`), SQLite plans `collected_date BETWEEN` as a skip-scan of the
     (instance_id, database_name, collected_date) unique index, 4× slower for a
-    day and never faster (performance-notes §6); an equality per day keeps it on
+    day and never faster (docs/performance.md); an equality per day keeps it on
     the collected_date index with or without statistics.
 
     Without `maxima` (the window before the first, read only for its sums and
@@ -207,122 +163,11 @@ def _group_window(level: Level, groups: sa.Table, dialect: str, maxima: bool = T
         select = select.select_from(days.join(raw, raw.c.collected_date == days.c.d))
     else:
         select = select.where(raw.c.collected_date.between(lo, hi))
-    if level is INSTANCE:
-        select = select.where(sa.func.coalesce(raw.c.is_deleted, sa.false()) == sa.false())
-    select = select.group_by(*(raw.c[k] for k in level.keys))
+    select = select.where(*level.not_deleted).group_by(*(raw.c[k] for k in level.keys))
     return sa.insert(groups).from_select([c.name for c in groups.columns], select)
 
 
-def _round_half_away(numerator: sa.ColumnElement, denominator: sa.ColumnElement) -> sa.ColumnElement:
-    """round(numerator / denominator) half away from zero; denominator > 0."""
-    return sa.case(
-        (numerator >= 0, (2 * numerator + denominator) // (2 * denominator)),
-        else_=-((-2 * numerator + denominator) // (2 * denominator)),
-    )
-
-
-def _percent_hundredths(diff: sa.ColumnElement, base: sa.ColumnElement) -> sa.ColumnElement:
-    """round2(diff / base × 100) in hundredths, clamped to the numeric(10,2) range."""
-    h = _round_half_away(diff * 10000, base)
-    return sa.case(
-        (h > PERCENT_LIMIT_HUNDREDTHS, PERCENT_LIMIT_HUNDREDTHS),
-        (h < -PERCENT_LIMIT_HUNDREDTHS, -PERCENT_LIMIT_HUNDREDTHS),
-        else_=h,
-    )
-
-
-def _as_percent(hundredths: sa.ColumnElement) -> sa.ColumnElement:
-    # 100.0 is numeric on PostgreSQL (exact) and real on SQLite (nearest double).
-    return hundredths / sa.literal_column("100.0")
-
-
-@dataclass(frozen=True)
-class _Change:
-    """Comparison of one measure between a window (cur) and the previous (prev).
-
-    With S the sums and n the counts of non-NULL values, cur − prev is
-    (S1·n2 − S2·n1) / (n1·n2) and (cur − prev) / prev is (S1·n2 − S2·n1) / (n1·S2).
-    """
-
-    s1: sa.ColumnElement
-    n1: sa.ColumnElement
-    s2: sa.ColumnElement
-    n2: sa.ColumnElement
-
-    @property
-    def diff(self) -> sa.ColumnElement:
-        return self.s1 * self.n2 - self.s2 * self.n1
-
-    @property
-    def mb(self) -> sa.ColumnElement:
-        return self.diff // (self.n1 * self.n2)
-
-    @property
-    def hundredths(self) -> sa.ColumnElement:
-        """Percentage in hundredths; 0 when the previous mean is ≤ 0."""
-        return sa.case((self.s2 <= 0, 0), else_=_percent_hundredths(self.diff, self.n1 * self.s2))
-
-
-def _database_values(cur: sa.Table, prev: sa.Table) -> dict[str, sa.ColumnElement]:
-    no_prev = prev.c.n.is_(None)
-    values: dict[str, sa.ColumnElement] = {
-        "avg_size_mb": cur.c.size_mb_sum // cur.c.n,
-        "max_size_mb": cur.c.size_mb_max,
-        "min_size_mb": cur.c.size_mb_min,
-        "data_count": cur.c.n,
-    }
-    for kind in ("data", "log"):
-        col = f"{kind}_size_mb"
-        has = cur.c[f"{col}_n"] > 0
-        values[f"avg_{col}"] = sa.case((has, cur.c[f"{col}_sum"] // cur.c[f"{col}_n"]))
-        values[f"max_{col}"] = cur.c[f"{col}_max"]
-        values[f"min_{col}"] = cur.c[f"{col}_min"]
-    size = _Change(cur.c.size_mb_sum, cur.c.n, prev.c.size_mb_sum, prev.c.n)
-    size_percent = sa.case((no_prev, 0), else_=_as_percent(size.hundredths))
-    values["size_change_mb"] = sa.case((no_prev, 0), else_=size.mb)
-    values["size_change_percent"] = size_percent
-    for kind in ("data", "log"):
-        col = f"{kind}_size_mb"
-        change = _Change(cur.c[f"{col}_sum"], cur.c[f"{col}_n"], prev.c[f"{col}_sum"], prev.c[f"{col}_n"])
-        has_cur = cur.c[f"{col}_n"] > 0
-        both = sa.and_(has_cur, prev.c[f"{col}_n"] > 0)
-        values[f"{kind}_size_change_mb"] = sa.case((no_prev, sa.case((has_cur, 0))), (both, change.mb))
-        values[f"{kind}_size_change_percent"] = sa.case(
-            (no_prev, sa.case((has_cur, 0))), (both, _as_percent(change.hundredths))
-        )
-    values["growth_rate"] = size_percent
-    return values
-
-
-def _instance_values(cur: sa.Table, prev: sa.Table) -> dict[str, sa.ColumnElement]:
-    no_prev = prev.c.n.is_(None)
-    total = _Change(cur.c.total_size_mb_sum, cur.c.n, prev.c.total_size_mb_sum, prev.c.n)
-    count = _Change(cur.c.database_count_sum, cur.c.n, prev.c.database_count_sum, prev.c.n)
-    growth = sa.case((no_prev, 0), else_=total.hundredths)
-    return {
-        "total_size_mb": cur.c.total_size_mb_sum // cur.c.n,
-        "avg_size_mb": sa.case(
-            (cur.c.database_count_sum == 0, 0),
-            else_=cur.c.total_size_mb_sum // cur.c.database_count_sum,
-        ),
-        "max_size_mb": cur.c.total_size_mb_max,
-        "min_size_mb": cur.c.total_size_mb_min,
-        "data_count": cur.c.n,
-        "database_count": cur.c.database_count_sum // cur.c.n,
-        "avg_database_count": _as_percent(_round_half_away(cur.c.database_count_sum * 100, cur.c.n)),
-        "max_database_count": cur.c.database_count_max,
-        "min_database_count": cur.c.database_count_min,
-        "total_size_change_mb": sa.case((no_prev, 0), else_=total.mb),
-        "total_size_change_percent": _as_percent(growth),
-        "database_count_change": sa.case((no_prev, 0), else_=count.mb),
-        "database_count_change_percent": sa.case((no_prev, 0), else_=_as_percent(count.hundredths)),
-        "growth_rate": _as_percent(growth),
-        # Decided on the stored (rounded) growth rate: +5.004 % is 5.00, stable.
-        "trend_direction": sa.case((growth > 500, "growing"), (growth < -500, "shrinking"), else_="stable"),
-    }
-
-
-def _insert(dialect: str, table: sa.Table):  # type: ignore[no-untyped-def]
+def _insert(dialect: str, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
     return (postgresql if dialect == "postgresql" else sqlite).insert(table)
 
 
@@ -355,14 +200,11 @@ def _window_check(level: Level, groups: sa.Table) -> sa.Select:
 def raw_span(level: Level, first: date | None, last: date | None) -> sa.ColumnElement[bool]:
     """The raw rows an aggregate reads: collected_date in [first, last] (open when None), not deleted."""
     raw = level.raw
-    span = raw.c.collected_date.between(first or date.min, last or date.max)
-    if level is INSTANCE:
-        span = sa.and_(span, sa.func.coalesce(raw.c.is_deleted, sa.false()) == sa.false())
-    return span
+    return sa.and_(raw.c.collected_date.between(first or date.min, last or date.max), *level.not_deleted)
 
 
 def raw_rules(level: Level) -> list[tuple[str, sa.ColumnElement[bool]]]:
-    """Contract §3.3 as (rule, predicate on a raw row outer-joined to `instances`)."""
+    """The validation rules as (rule, predicate on a raw row outer-joined to `instances`)."""
     raw = level.raw
     rules: list[tuple[str, sa.ColumnElement[bool]]] = [
         (f"negative {name}", raw.c[name] < 0) for name in level.sizes
@@ -374,7 +216,7 @@ def raw_rules(level: Level) -> list[tuple[str, sa.ColumnElement[bool]]]:
 
 @dataclass(frozen=True)
 class Violations:
-    """Raw rows that break contract §3.3: per rule, how many and the first few."""
+    """Raw rows that break a validation rule: per rule, how many and the first few."""
 
     table: str
     rows: int  # raw rows looked at
@@ -461,7 +303,7 @@ def _has_upsert_key(conn: sa.Connection, level: Level) -> bool:
     inspector = sa.inspect(conn)
     keys = [set(u["column_names"]) for u in inspector.get_unique_constraints(level.target.name)]
     keys += [
-        set(i["column_names"])
+        {c for c in i["column_names"] if c is not None}
         for i in inspector.get_indexes(level.target.name)
         if i["unique"] and not any(k.endswith("_where") for k in i.get("dialect_options", {}))
     ]
@@ -489,7 +331,7 @@ def _write_window(
     """
     target = level.target
     cur, prev = current.alias("cur"), previous.alias("prev")
-    values = _database_values(cur, prev) if level is DATABASE else _instance_values(cur, prev)
+    values = level.values(cur, prev)
     now = sa.bindparam("now", type_=sa.DateTime(timezone=True))
     selected = {
         **{k: cur.c[k] for k in level.keys},
@@ -537,7 +379,7 @@ def _statements(level_name: str, period: Period, dialect: str) -> tuple[_Side, _
     the statement's structure): compiling the upsert's arithmetic costs more than
     a daily instance-level write itself.
     """
-    level = DATABASE if level_name == DATABASE.name else INSTANCE
+    level = level_named(level_name)
     tables = [_groups_table(level, dialect, f"{GROUPS_TABLE}_{i}") for i in (0, 1)]
     sides = []
     for i, table in enumerate(tables):

@@ -23,7 +23,7 @@ import pandas as pd
 import sqlalchemy as sa
 from PIL import Image
 
-from .aggregation import DATABASE, Level
+from .levels import Level
 from .periods import Period, Window, window_containing
 from .schema import instances
 
@@ -56,7 +56,7 @@ def growth_report(conn: sa.Connection, level: Level, period: Period, last_start:
     """The TOP series of `level` by MB growth over the PERIODS_SHOWN periods ending at `last_start`."""
     windows = last_windows(period, last_start)
     target = level.target
-    size = target.c.avg_size_mb if level is DATABASE else target.c.total_size_mb
+    size = target.c[level.size_column]
     keys = [target.c[k] for k in level.keys]
     query = (
         sa.select(
@@ -77,8 +77,8 @@ def growth_report(conn: sa.Connection, level: Level, period: Period, last_start:
         return GrowthReport(period, windows[0], windows[-1], 0, empty, pd.DataFrame())
     frame["instance_name"] = frame["instance_name"].fillna("#" + frame["instance_id"].astype(str))
     frame["label"] = frame["instance_name"]
-    if level is DATABASE:
-        frame["label"] = frame["instance_name"] + " / " + frame["database_name"]
+    for key in key_names[1:]:  # the database level: "instance / database"
+        frame["label"] = frame["label"] + " / " + frame[key]
     frame = frame.sort_values([*key_names, "period_start"])
     grouped = frame.groupby(key_names, sort=False)
     summary = grouped.agg(

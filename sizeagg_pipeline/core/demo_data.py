@@ -42,7 +42,7 @@ class DemoSummary:
         )
 
 
-def _insert(conn: sa.Connection, table: sa.Table):  # type: ignore[no-untyped-def]
+def _insert(conn: sa.Connection, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
     return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
 
 

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from . import schema
 from .pg_partitions import partitioning
 
-# Origin names and column order (domain-origin §1.5, §1.6) of the keys sizeagg upserts on.
+# Origin names and column order (docs/postgres.md) of the keys sizeagg upserts on.
 ORIGIN_UPSERT_KEYS: dict[str, tuple[str, tuple[str, ...]]] = {
     "database_size_aggregations": (
         "uq_database_size_aggregation",
@@ -71,12 +71,15 @@ class InitDbReport:
 def _unique_keys(inspector: sa.Inspector, table: str) -> list[tuple[str, list[str], str | None]]:
     """(name, columns, partial-index predicate) of every unique constraint and index."""
     constraints = inspector.get_unique_constraints(table)
-    keys = [(u["name"] or "?", list(u["column_names"]), None) for u in constraints]
+    keys: list[tuple[str, list[str], str | None]] = [
+        (u["name"] or "?", list(u["column_names"]), None) for u in constraints
+    ]
     for index in inspector.get_indexes(table):
-        columns = index["column_names"]
-        if index["unique"] and None not in columns and index["name"] not in {k[0] for k in keys}:
+        columns = [c for c in index["column_names"] if c is not None]
+        expression = len(columns) < len(index["column_names"])
+        if index["unique"] and not expression and index["name"] not in {k[0] for k in keys}:
             where = index.get("dialect_options", {}).get("postgresql_where")
-            keys.append((index["name"] or "?", list(columns), where))
+            keys.append((index["name"] or "?", columns, where))
     return keys
 
 
@@ -151,14 +154,14 @@ def init_db(engine: sa.Engine) -> InitDbReport:
                     details.append(f"upsert key {name} ({', '.join(columns)}){partial}")
                 elif table.name in ORIGIN_UPSERT_KEYS:
                     name = ORIGIN_UPSERT_KEYS[table.name][0]
-                    columns = ", ".join(wanted)
+                    listed = ", ".join(wanted)
                     try:
                         with conn.begin_nested():
-                            conn.exec_driver_sql(f"CREATE UNIQUE INDEX {name} ON {table.name} ({columns})")
-                        report.added.append(f"unique index {name} on {table.name} ({columns})")
+                            conn.exec_driver_sql(f"CREATE UNIQUE INDEX {name} ON {table.name} ({listed})")
+                        report.added.append(f"unique index {name} on {table.name} ({listed})")
                     except sa.exc.DBAPIError as exc:
                         report.problems.append(
-                            f"{table.name} has no unique key on ({columns}) and adding {name} failed "
+                            f"{table.name} has no unique key on ({listed}) and adding {name} failed "
                             f"({str(exc.orig).strip().splitlines()[0]}); remove the duplicate rows first"
                         )
                 else:

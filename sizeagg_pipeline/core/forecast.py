@@ -20,7 +20,7 @@ once (no Python loop over series or days):
    precise than the median start alone). This is the MM-estimator recipe: a
    high-breakdown start, an efficient redescending refinement.
 
-Measured on 4,000 synthetic series (README): exact for exact lines with or without
+Measured on 4,000 synthetic series (docs/ui.md): exact for exact lines with or without
 gaps; slope within 0.05 MB/day with σ = 3 MB noise and 10 % two-sided or 25 %
 one-sided outliers, where least squares is off by up to 6–9 MB/day.
 

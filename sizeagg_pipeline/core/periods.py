@@ -1,4 +1,4 @@
-"""Period windows (contract §2) as pure date arithmetic.
+"""Period windows (docs/contract.md, Periods) as pure date arithmetic.
 
 A window is an inclusive range of business dates. Every period has a partition
 key (the window's first day, ``YYYY-MM-DD``) and a previous window, which is the
@@ -95,11 +95,16 @@ def window_for_key(period: Period, key: str) -> Window:
     return window
 
 
+def key_range(first_key: str, last_key: str) -> str:
+    """One partition key, or a range in Dagster's notation: `2026-03-01...2026-03-31`."""
+    return first_key if first_key == last_key else f"{first_key}...{last_key}"
+
+
 def windows_between(period: Period, first_key: str, last_key: str) -> list[Window]:
     """Every window from the one keyed `first_key` to the one keyed `last_key`."""
     first, last = window_for_key(period, first_key), window_for_key(period, last_key)
     if last < first:
-        raise BadPartitionKey(f"{period} partition range {first_key}...{last_key} is reversed")
+        raise BadPartitionKey(f"{period} partition range {key_range(first_key, last_key)} is reversed")
     return list(_iterate(first, last))
 
 

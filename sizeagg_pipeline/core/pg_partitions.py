@@ -3,7 +3,7 @@
 The origin platform partitions `database_size_stats` / `instance_size_stats` by
 `collected_date` and the two aggregate tables by `period_start`, one partition per
 month named `<table>_YYYY_MM` with bounds `[1st, 1st of next month)`
-(domain-origin §6.2). Nothing there creates partitions ahead of time, and a row
+(docs/postgres.md). Nothing there creates partitions ahead of time, and a row
 whose month has no partition fails with PostgreSQL's bare "no partition of relation
 … found for row". So before sizeagg writes, it creates the missing month partitions
 of the rows it is about to write, in a short transaction of its own:

@@ -14,9 +14,11 @@ from datetime import date, datetime
 
 import sqlalchemy as sa
 
-from .aggregation import DATABASE, EXAMPLES, INSTANCE, Level, Violations, find_violations, raw_span
+from .aggregation import EXAMPLES, Violations, find_violations, raw_span
+from .levels import Level
 from .periods import Window
 from .schema import sync_instance_records, sync_sessions
+from .sessions import CATEGORY, UNFINISHED, RecordStatus, SessionStatus
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ def _flag(predicate: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:
 
 
 def raw_finding(violations: Violations, where: str) -> Finding:
-    """A Finding of contract §3.3's rules, from the violations the aggregation's own rules found."""
+    """A Finding of the validation rules, from the violations the aggregation's own rules found."""
     counts = {"rows_checked": violations.rows}
     counts |= {rule.replace(" ", "_"): count for rule, count in violations.counts.items()}
     examples = [e for shown in violations.examples.values() for e in shown]
@@ -82,12 +84,11 @@ def _reconciled(level: Level, windows: Sequence[Window]) -> sa.Subquery:
     raw, target = level.raw, level.target
     w = _windows_cte(windows)
     keys = list(level.keys)
-    counted = sa.func.count(sa.distinct(raw.c.collected_date)) if level is INSTANCE else sa.func.count()
     raw_side = (
         sa.select(
             w.c.period_start,
             *(raw.c[k] for k in keys),
-            counted.label("raw_n"),
+            level.data_count.label("raw_n"),
             sa.literal(0).label("agg_n"),
             sa.literal(0).label("agg_rows"),
             sa.literal(1).label("has_raw"),
@@ -146,8 +147,7 @@ def materialized_windows(conn: sa.Connection, level: Level, windows: Sequence[Wi
 
 def _group_text(level: Level, row: sa.RowMapping) -> str:
     parts = [f"{row['period_start']}", f"instance {row['instance_id']}"]
-    if level is DATABASE:
-        parts.append(f"database {row['database_name']!r}")
+    parts += [f"database {row[k]!r}" for k in level.keys if k == "database_name"]
     return " ".join(parts)
 
 
@@ -158,7 +158,7 @@ def _scope(level: Level, windows: Sequence[Window]) -> str:
 def data_count_matches_raw(conn: sa.Connection, level: Level, windows: Sequence[Window]) -> Finding:
     """Every aggregate row's data_count equals the raw count of its group in its window.
 
-    Database level: raw rows; instance level: days with a non-deleted row (contract §3).
+    What is counted is the level's: raw rows, or days with a non-deleted row.
     """
     if not windows:
         return Finding(True, "no windows to check")
@@ -178,7 +178,7 @@ def data_count_matches_raw(conn: sa.Connection, level: Level, windows: Sequence[
         .one()
     )
     counts = {k: int(v) for k, v in totals.items() if k != "groups"}
-    unit = "days with a row" if level is INSTANCE else "raw rows"
+    unit = level.counted
     if not counts["mismatched_rows"]:
         return Finding(
             True,
@@ -222,7 +222,7 @@ def one_row_per_group(conn: sa.Connection, level: Level, windows: Sequence[Windo
         .one()
     )
     counts = {k: int(v) for k, v in totals.items()}
-    group = "instance" if level is INSTANCE else "database"
+    group = level.name
     if not (counts["missing"] or counts["duplicated"] or counts["without_raw_data"]):
         return Finding(
             True,
@@ -271,9 +271,9 @@ def session_counts_add_up(conn: sa.Connection) -> Finding:
         sa.select(
             rec.session_id,
             sa.func.count().label("records"),
-            _flag(rec.status == "completed").label("completed"),
-            _flag(rec.status == "failed").label("failed"),
-            _flag(rec.status.in_(("pending", "running"))).label("unfinished"),
+            _flag(rec.status == RecordStatus.COMPLETED).label("completed"),
+            _flag(rec.status == RecordStatus.FAILED).label("failed"),
+            _flag(rec.status.in_(UNFINISHED)).label("unfinished"),
         )
         .group_by(rec.session_id)
         .subquery("per_session")
@@ -285,7 +285,7 @@ def session_counts_add_up(conn: sa.Connection) -> Finding:
     bad = sa.func.coalesce(s.failed_instances, 0)
     records = sa.func.coalesce(p.records, 0)
     broken = sa.and_(
-        s.status != "running",
+        s.status != SessionStatus.RUNNING,
         sa.or_(
             ok + bad != total,
             records != total,
@@ -299,11 +299,11 @@ def session_counts_add_up(conn: sa.Connection) -> Finding:
         conn.execute(
             sa.select(
                 sa.func.count().label("sessions"),
-                _flag(s.status != "running").label("finished_sessions"),
+                _flag(s.status != SessionStatus.RUNNING).label("finished_sessions"),
                 _flag(broken).label("inconsistent_sessions"),
             )
             .select_from(source)
-            .where(s.sync_category == "aggregation")
+            .where(s.sync_category == CATEGORY)
         )
         .mappings()
         .one()
@@ -329,7 +329,7 @@ def session_counts_add_up(conn: sa.Connection) -> Finding:
             sa.func.coalesce(p.unfinished, 0).label("unfinished"),
         )
         .select_from(source)
-        .where(s.sync_category == "aggregation", broken)
+        .where(s.sync_category == CATEGORY, broken)
         .order_by(s.id.desc())
         .limit(EXAMPLES)
     ).mappings()
@@ -351,13 +351,13 @@ def session_counts_add_up(conn: sa.Connection) -> Finding:
 def sessions_running_too_long(conn: sa.Connection, cutoff: datetime, max_runtime_seconds: int) -> Finding:
     """No session is still `running` with started_at before `cutoff` (now − max runtime)."""
     s = sync_sessions.c
-    stuck = sa.and_(s.status == "running", s.started_at < cutoff)
+    stuck = sa.and_(s.status == SessionStatus.RUNNING, s.started_at < cutoff)
     row = (
         conn.execute(
             sa.select(
-                _flag(s.status == "running").label("running_sessions"),
+                _flag(s.status == SessionStatus.RUNNING).label("running_sessions"),
                 _flag(stuck).label("stuck_sessions"),
-            ).where(s.sync_category == "aggregation")
+            ).where(s.sync_category == CATEGORY)
         )
         .mappings()
         .one()
@@ -370,7 +370,7 @@ def sessions_running_too_long(conn: sa.Connection, cutoff: datetime, max_runtime
         )
     offending = conn.execute(
         sa.select(s.session_id, s.started_at, s.total_instances)
-        .where(s.sync_category == "aggregation", stuck)
+        .where(s.sync_category == CATEGORY, stuck)
         .order_by(s.started_at)
         .limit(EXAMPLES)
     ).mappings()

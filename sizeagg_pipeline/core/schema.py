@@ -1,4 +1,4 @@
-"""The one module that knows the schema: the seven tables of contract §1, and the
+"""The one module that knows the schema: the seven tables of docs/contract.md, and the
 `capacity_forecasts` table the forecast asset writes.
 
 Table and column names are the origin platform's, so sizeagg can be pointed at an
@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
@@ -107,7 +108,7 @@ sa.Index(
 
 # The unique keys of the aggregate tables lead with (period_type, period_start):
 # one partition's slice is then contiguous in the index instead of scattered over
-# every instance's pages (performance-notes §5). Same columns, same uniqueness.
+# every instance's pages (docs/performance.md). Same columns, same uniqueness.
 database_size_aggregations = sa.Table(
     "database_size_aggregations",
     metadata,
@@ -270,19 +271,19 @@ RAW_TABLES = (instances, database_size_stats, instance_size_stats)
 
 
 def active_instances_clause() -> sa.ColumnElement[bool]:
-    """Contract §1: active = is_active AND deleted_at IS NULL."""
+    """Active instances (docs/contract.md): is_active AND deleted_at IS NULL."""
     return sa.and_(instances.c.is_active.is_(sa.true()), instances.c.deleted_at.is_(None))
 
 
 # --------------------------------------------------------------------------- engines
 
 
-def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
+def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
     # Autocommit at the driver level so that the "begin" hook below owns
     # transactions: BEGIN IMMEDIATE takes the write lock up front, so two writers
     # queue on busy_timeout instead of deadlocking on a read-to-write upgrade.
-    dbapi_connection.isolation_level = None  # type: ignore[attr-defined]
-    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
     for pragma in (
         "journal_mode=WAL",
         "synchronous=NORMAL",
@@ -307,12 +308,12 @@ def _sqlite_begin(conn: sa.Connection) -> None:
 POSTGRES_TEMP_BUFFERS = "64MB"
 
 
-def _postgres_session(dbapi_connection: object, _record: object) -> None:
-    autocommit = dbapi_connection.autocommit  # type: ignore[attr-defined]
-    dbapi_connection.autocommit = True  # type: ignore[attr-defined]
-    with dbapi_connection.cursor() as cursor:  # type: ignore[attr-defined]
+def _postgres_session(dbapi_connection: Any, _record: object) -> None:
+    autocommit = dbapi_connection.autocommit
+    dbapi_connection.autocommit = True
+    with dbapi_connection.cursor() as cursor:
         cursor.execute(f"SET temp_buffers = '{POSTGRES_TEMP_BUFFERS}'")
-    dbapi_connection.autocommit = autocommit  # type: ignore[attr-defined]
+    dbapi_connection.autocommit = autocommit
 
 
 def make_engine(url: str) -> sa.Engine:

@@ -1,4 +1,4 @@
-"""Session bookkeeping (contract §4): one row per execution, one record per active instance.
+"""Session bookkeeping (docs/sessions.md): one row per execution, one record per active instance.
 
 The rules that made the origin's sessions hang are designed out here:
 
@@ -9,6 +9,9 @@ The rules that made the origin's sessions hang are designed out here:
 * every finaliser only touches rows that are still ``pending``/``running`` and
   locks the session row first, so running one twice (a retry, two sensors racing)
   changes nothing the second time.
+
+The vocabulary of a session (sync types, statuses, an `Outcome`) is defined here
+once; the Dagster layer decides outcomes and hands them to these functions.
 """
 
 from __future__ import annotations
@@ -18,37 +21,81 @@ import uuid
 from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
+from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
 
-from .periods import Period
+from .levels import LEVELS
+from .periods import Period, key_range
 from .schema import (
     Json,
     active_instances_clause,
-    database_size_aggregations,
-    instance_size_aggregations,
     instances,
     sync_instance_records,
     sync_sessions,
 )
+from .settings import utc_now
 
-SCHEDULED = "scheduled_task"
-MANUAL = "manual_task"
-UNFINISHED = ("pending", "running")
+CATEGORY = "aggregation"
+
+
+class SyncType(StrEnum):
+    """Who started an execution: a schedule or sensor, or a person (UI, CLI)."""
+
+    SCHEDULED = "scheduled_task"
+    MANUAL = "manual_task"
+
+
+class SessionStatus(StrEnum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class RecordStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+UNFINISHED = (RecordStatus.PENDING.value, RecordStatus.RUNNING.value)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an execution that did not complete ends its session: failed or cancelled, and why."""
+
+    status: SessionStatus
+    reason: str
+
+    def __post_init__(self) -> None:
+        if self.status not in (SessionStatus.FAILED, SessionStatus.CANCELLED):
+            raise ValueError(f"a session is finalised as failed or cancelled, not {self.status!r}")
+
+    @classmethod
+    def failed(cls, reason: str) -> Outcome:
+        return cls(SessionStatus.FAILED, reason)
+
+    @classmethod
+    def cancelled(cls, reason: str) -> Outcome:
+        return cls(SessionStatus.CANCELLED, reason)
+
 
 # What an execution wrote: per period, the (first, last) period_start of each run.
-Plan = Mapping[Period, Sequence[tuple[date, date]]]
+Written = Mapping[Period, Sequence[tuple[date, date]]]
 # Which levels ("database", "instance") an execution wrote per period (default: both).
-Levels = Mapping[Period, Collection[str]]
+WrittenLevels = Mapping[Period, Collection[str]]
 
 
 @dataclass(frozen=True)
 class SessionSummary:
     session_id: str
     sync_type: str
-    status: str
+    status: str  # a SessionStatus value
     total_instances: int
     successful_instances: int
     failed_instances: int
@@ -62,26 +109,22 @@ class SessionSummary:
         )
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 def open_session(
     conn: sa.Connection,
     *,
-    sync_type: str,
+    sync_type: SyncType,
     details: Mapping[str, Any],
     created_by: int | None = None,
 ) -> str:
     """Create a `running` session and a `running` record per active instance."""
     session_id = str(uuid.uuid4())
-    now = _now()
+    now = utc_now()
     conn.execute(
         sa.insert(sync_sessions).values(
             session_id=session_id,
-            sync_type=sync_type,
-            sync_category="aggregation",
-            status="running",
+            sync_type=sync_type.value,
+            sync_category=CATEGORY,
+            status=SessionStatus.RUNNING.value,
             started_at=now,
             total_instances=0,
             successful_instances=0,
@@ -95,8 +138,8 @@ def open_session(
         sa.literal(session_id),
         instances.c.id,
         instances.c.name,
-        sa.literal("aggregation"),
-        sa.literal("running"),
+        sa.literal(CATEGORY),
+        sa.literal(RecordStatus.RUNNING.value),
         sa.literal(now, sa.DateTime(timezone=True)),
         sa.literal(0),
         sa.literal(dict(details), Json),
@@ -139,28 +182,29 @@ def _lock_running(conn: sa.Connection, session_id: str) -> bool:
     ).scalar_one_or_none()
     if status is None:
         raise LookupError(f"no sync session {session_id}")
-    return status == "running"
+    return status == SessionStatus.RUNNING
 
 
-def _settle(conn: sa.Connection, session_id: str, status_on_failure: str) -> None:
+def _settle(conn: sa.Connection, session_id: str, status_on_failure: SessionStatus) -> None:
     """Recount the records and end the session."""
     records = sync_instance_records.c
-    counts = dict(
-        conn.execute(
+    counts: dict[str, int] = {
+        status: count
+        for status, count in conn.execute(
             sa.select(records.status, sa.func.count())
             .where(records.session_id == session_id)
             .group_by(records.status)
-        ).all()
-    )
-    failed = counts.get("failed", 0)
-    now = _now()
+        )
+    }
+    failed = counts.get(RecordStatus.FAILED, 0)
+    now = utc_now()
     conn.execute(
         sa.update(sync_sessions)
-        .where(sync_sessions.c.session_id == session_id, sync_sessions.c.status == "running")
+        .where(sync_sessions.c.session_id == session_id, sync_sessions.c.status == SessionStatus.RUNNING)
         .values(
-            successful_instances=counts.get("completed", 0),
+            successful_instances=counts.get(RecordStatus.COMPLETED, 0),
             failed_instances=failed,
-            status="completed" if failed == 0 else status_on_failure,
+            status=(SessionStatus.COMPLETED if failed == 0 else status_on_failure).value,
             completed_at=now,
             updated_at=now,
         )
@@ -168,67 +212,67 @@ def _settle(conn: sa.Connection, session_id: str, status_on_failure: str) -> Non
 
 
 def items_by_instance(
-    conn: sa.Connection, plan: Plan, levels: Levels | None = None
+    conn: sa.Connection, slices: Written, levels: WrittenLevels | None = None
 ) -> dict[int, dict[str, dict[str, int]]]:
-    """Aggregate rows in the plan's slices: instance → period → {level: rows}.
+    """Aggregate rows in these slices: instance → period → {level: rows}.
 
     `levels` (period → "database"/"instance") limits a period to the levels its runs
     wrote (a late-data run rewrites only the level whose raw table changed).
     """
     result: dict[int, dict[str, dict[str, int]]] = defaultdict(dict)
-    for level, table in (
-        ("database_rows", database_size_aggregations),
-        ("instance_rows", instance_size_aggregations),
-    ):
-        slices = [
+    for level in LEVELS:
+        table, key = level.target, f"{level.name}_rows"
+        where = [
             sa.and_(table.c.period_type == period.value, table.c.period_start.between(a, b))
-            for period, ranges in plan.items()
-            if levels is None or level.removesuffix("_rows") in levels.get(period, ())
+            for period, ranges in slices.items()
+            if levels is None or level.name in levels.get(period, ())
             for a, b in ranges
         ]
-        if not slices:
+        if not where:
             continue
         rows = conn.execute(
             sa.select(table.c.instance_id, table.c.period_type, sa.func.count())
-            .where(sa.or_(*slices))
+            .where(sa.or_(*where))
             .group_by(table.c.instance_id, table.c.period_type)
         )
         for instance_id, period_type, count in rows:
-            result[instance_id].setdefault(period_type, {})[level] = count
+            result[instance_id].setdefault(period_type, {})[key] = count
     return result
 
 
 def complete_session(
     conn: sa.Connection,
     session_id: str,
-    plan: Plan,
+    slices: Written,
     details: Mapping[str, Any],
-    levels: Levels | None = None,
+    levels: WrittenLevels | None = None,
 ) -> SessionSummary:
     """Every period succeeded: complete each record with what was written for its instance."""
     if not _lock_running(conn, session_id):
         return get_session(conn, session_id)
     partitions = {
-        period.value: [a.isoformat() if a == b else f"{a}...{b}" for a, b in ranges]
-        for period, ranges in plan.items()
+        period.value: [key_range(a.isoformat(), b.isoformat()) for a, b in ranges]
+        for period, ranges in slices.items()
     }
-    written = items_by_instance(conn, plan, levels)
+    written = items_by_instance(conn, slices, levels)
     records = sync_instance_records.c
     instance_ids = conn.execute(
         sa.select(records.instance_id).where(records.session_id == session_id, records.status.in_(UNFINISHED))
     ).scalars()
-    now = _now()
+    now = utc_now()
     params = []
     for instance_id in instance_ids:
-        per_period = {
-            period.value: {
+        per_period: dict[str, dict[str, Any]] = {}
+        items = 0
+        for period in slices:
+            rows = written.get(instance_id, {}).get(period.value, {})
+            database_rows, instance_rows = rows.get("database_rows", 0), rows.get("instance_rows", 0)
+            per_period[period.value] = {
                 "partitions": partitions[period.value],
-                "database_rows": written.get(instance_id, {}).get(period.value, {}).get("database_rows", 0),
-                "instance_rows": written.get(instance_id, {}).get(period.value, {}).get("instance_rows", 0),
+                "database_rows": database_rows,
+                "instance_rows": instance_rows,
             }
-            for period in plan
-        }
-        items = sum(p["database_rows"] + p["instance_rows"] for p in per_period.values())
+            items += database_rows + instance_rows
         instance_details = {**details, "periods": per_period}
         if items == 0:
             instance_details["note"] = "no raw data in any window of this execution: nothing to aggregate"
@@ -242,7 +286,7 @@ def complete_session(
                 sa.or_(*(records.status == s for s in UNFINISHED)),  # no IN: executemany
             )
             .values(
-                status="completed",
+                status=RecordStatus.COMPLETED.value,
                 items_synced=sa.bindparam("b_items"),
                 sync_details=sa.bindparam("b_details", type_=Json),
                 error_message=None,
@@ -250,40 +294,38 @@ def complete_session(
             ),
             params,
         )
-    _settle(conn, session_id, "failed")
+    _settle(conn, session_id, SessionStatus.FAILED)
     return get_session(conn, session_id)
 
 
-def finalise_session(conn: sa.Connection, session_id: str, *, status: str, reason: str) -> bool:
+def finalise_session(conn: sa.Connection, session_id: str, outcome: Outcome) -> bool:
     """End a session that did not complete: `failed` or `cancelled`, with the reason.
 
     Returns False, and changes nothing, when the session had already ended.
     """
-    if status not in ("failed", "cancelled"):
-        raise ValueError(f"a session is finalised as failed or cancelled, not {status!r}")
     if not _lock_running(conn, session_id):
         return False
     records = sync_instance_records.c
     conn.execute(
         sa.update(sync_instance_records)
         .where(records.session_id == session_id, records.status.in_(UNFINISHED))
-        .values(status="failed", items_synced=0, error_message=reason, completed_at=_now())
+        .values(
+            status=RecordStatus.FAILED.value,
+            items_synced=0,
+            error_message=outcome.reason,
+            completed_at=utc_now(),
+        )
     )
-    _settle(conn, session_id, status)
+    _settle(conn, session_id, outcome.status)
     return True
 
 
 def record_failed_execution(
-    conn: sa.Connection,
-    *,
-    sync_type: str,
-    reason: str,
-    details: Mapping[str, Any],
-    status: str = "failed",
+    conn: sa.Connection, *, sync_type: SyncType, outcome: Outcome, details: Mapping[str, Any]
 ) -> str:
-    """The session of an execution whose session step never ran: born and ended failed."""
+    """The session of an execution whose session step never ran: born and ended with `outcome`."""
     session_id = open_session(conn, sync_type=sync_type, details=details)
-    finalise_session(conn, session_id, status=status, reason=reason)
+    finalise_session(conn, session_id, outcome)
     return session_id
 
 
@@ -343,7 +385,7 @@ def get_session(conn: sa.Connection, session_id: str) -> SessionSummary:
 def recent_sessions(conn: sa.Connection, limit: int = 20) -> list[SessionSummary]:
     rows = conn.execute(
         sa.select(sync_sessions)
-        .where(sync_sessions.c.sync_category == "aggregation")
+        .where(sync_sessions.c.sync_category == CATEGORY)
         .order_by(sync_sessions.c.id.desc())
         .limit(limit)
     ).mappings()
@@ -353,7 +395,8 @@ def recent_sessions(conn: sa.Connection, limit: int = 20) -> list[SessionSummary
 def running_sessions(conn: sa.Connection) -> list[tuple[SessionSummary, dict[str, Any]]]:
     """Sessions still `running`, each with one record's sync_details (it names the runs)."""
     result = []
-    for row in conn.execute(sa.select(sync_sessions).where(sync_sessions.c.status == "running")).mappings():
+    running = sa.select(sync_sessions).where(sync_sessions.c.status == SessionStatus.RUNNING)
+    for row in conn.execute(running).mappings():
         details = conn.execute(
             sa.select(sync_instance_records.c.sync_details)
             .where(sync_instance_records.c.session_id == row["session_id"])

@@ -7,9 +7,10 @@ variable with a default that makes the quick start work with nothing set.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -40,6 +41,20 @@ def database_url() -> str:
     return os.environ.get(DATABASE_URL_VAR) or default_database_url()
 
 
+def utc_now() -> datetime:
+    """The current instant: what sensors and sessions call "now" (tests move it)."""
+    return datetime.now(UTC)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """A stored timestamp as an aware UTC instant.
+
+    SQLite returns timestamps naive (they are UTC); PostgreSQL returns timestamptz in
+    the session's time zone.
+    """
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 @dataclass(frozen=True)
 class Calendar:
     """The business clock: one time zone and one first day for every partition."""
@@ -58,7 +73,9 @@ class Calendar:
         return self.today(now) - timedelta(days=1)
 
 
+@functools.cache
 def calendar() -> Calendar:
+    """The business calendar of this process (read once: partitions are built from it)."""
     timezone = os.environ.get(TIMEZONE_VAR) or DEFAULT_TIMEZONE
     try:
         ZoneInfo(timezone)
@@ -71,7 +88,7 @@ def calendar() -> Calendar:
         raise ValueError(f"{START_DATE_VAR}={raw_start!r} is not a YYYY-MM-DD date") from exc
     if start.day != 1 or start.month not in (1, 4, 7, 10):
         # Quarterly partitions drop a partial first quarter, and mixed start dates
-        # split single-run backfills (dagster-notes §8): all periods start together.
+        # split single-run backfills (docs/design.md): all periods start together.
         raise ValueError(f"{START_DATE_VAR}={raw_start} must be the first day of a quarter")
     return Calendar(timezone=timezone, start_date=start)
 
@@ -99,7 +116,9 @@ def _int_var(name: str, default: int, minimum: int) -> int:
     return value
 
 
+@functools.cache
 def operations() -> Operations:
+    """How the unattended pipeline behaves (read once per process)."""
     raw_tick = os.environ.get(DAILY_TICK_VAR) or "04:00"
     tick: time | None = None
     if raw_tick.lower() != "off":  # another scheduler drives sizeagg, or a test deployment

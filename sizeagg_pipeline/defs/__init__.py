@@ -1,0 +1,1 @@
+"""Dagster definitions of sizeagg, one folder per domain (loaded by `definitions.py`)."""

@@ -1,0 +1,26 @@
+"""One job per period: both levels of that period share a partitions definition and a run.
+
+Assets of different partitions definitions cannot share a run (docs/design.md), so
+a daily execution is four period runs and then one session run. Every run of a
+period job carries its period as a tag, so run readers never parse names.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from ...core.periods import PERIODS, Period
+from ..sessions.vocabulary import PERIOD_TAG
+from .assets import assets_of
+
+PERIOD_JOBS: dict[Period, dg.UnresolvedAssetJobDefinition] = {
+    period: dg.define_asset_job(
+        f"{period}_aggregation_job",
+        selection=assets_of(period),
+        tags={PERIOD_TAG: period.value},
+        description=f"Database- and instance-level {period} aggregates for a partition or range.",
+    )
+    for period in PERIODS
+}
+
+period_jobs = list(PERIOD_JOBS.values())  # what `load_from_defs_folder` collects

@@ -1,0 +1,63 @@
+"""What an aggregate's materialization shows in the UI: counts, a preview, growth leaders."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pandas as pd
+import sqlalchemy as sa
+
+from ...core import charts
+from ...core.aggregation import WriteResult
+from ...core.levels import Level
+from ...core.periods import Period, key_range
+from ...dagster_private import Metadata
+from .lineage import aggregate_lineage
+
+PREVIEW_ROWS = 10
+CHARTED = (Period.WEEKLY, Period.MONTHLY)  # periods whose assets chart their growth leaders
+
+
+def _preview(engine: sa.Engine, level: Level, result: WriteResult) -> str:
+    table = level.target
+    key = [table.c[k] for k in level.keys]
+    shown = [*key, table.c.period_start, *list(table.c)[5 : 5 + 6]]
+    query = (
+        sa.select(*shown)
+        .where(
+            table.c.period_type == result.period.value,
+            table.c.period_start.between(result.first.start, result.last.start),
+        )
+        .order_by(table.c.period_start, *key)
+        .limit(PREVIEW_ROWS)
+    )
+    with engine.connect() as conn:
+        frame = pd.read_sql(query, conn)
+    return frame.to_markdown(index=False) if len(frame) else "_no rows: no raw data in the window_"
+
+
+def _growth(engine: sa.Engine, level: Level, result: WriteResult) -> Metadata:
+    """Weekly and monthly: chart and table of the top growers over the last 12 periods."""
+    if result.period not in CHARTED:
+        return {}
+    with engine.connect() as conn:
+        report = charts.growth_report(conn, level, result.period, result.last.start)
+    return {
+        "top_growth_chart": dg.MetadataValue.md(charts.chart_markdown(report)),
+        "top_growth_table": dg.MetadataValue.md(charts.table_markdown(report)),
+    }
+
+
+def materialization_metadata(engine: sa.Engine, level: Level, result: WriteResult) -> Metadata:
+    return {
+        "dagster/row_count": result.rows,
+        "rows_inserted": result.inserted,
+        "rows_updated": result.updated,
+        "rows_deleted": result.deleted,
+        "instances_covered": result.instances,
+        "window": result.window_text,
+        "partitions": key_range(result.first.key, result.last.key),
+        "preview": dg.MetadataValue.md(_preview(engine, level, result)),
+        # Materialization metadata too: the UI's column-lineage view reads the latest event.
+        "dagster/column_lineage": aggregate_lineage(level),
+        **_growth(engine, level, result),
+    }

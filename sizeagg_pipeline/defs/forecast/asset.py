@@ -1,0 +1,174 @@
+"""`capacity_forecast`: per database and per instance, where is the size heading?
+
+Daily-partitioned like its upstreams: partition D writes the forecasts `as_of = D`,
+fitted on the daily aggregates of the `window_days` days up to D. A range (backfill)
+is one run and one transaction; the math is `core/forecast.py` (vectorized numpy).
+"""
+
+import warnings
+from datetime import UTC, date, datetime, timedelta
+
+import dagster as dg
+import pandas as pd
+import sqlalchemy as sa
+from pydantic import Field
+
+from ...core import forecast
+from ...core.levels import DATABASE, INSTANCE
+from ...core.lineage import FORECAST_LINEAGE, column_descriptions
+from ...core.periods import Period
+from ...core.schema import capacity_forecasts, instances
+from ...dagster_private import Metadata
+from ..aggregates.assets import AGGREGATE_ASSETS, APP_DB_POOL, KINDS, OWNERS
+from ..aggregates.lineage import Sources, column_lineage, table_schema
+from ..aggregates.partitions import PARTITIONS, context_windows
+from ..resources import AppDatabase
+
+DATABASE_DAILY = AGGREGATE_ASSETS[(DATABASE, Period.DAILY)]
+INSTANCE_DAILY = AGGREGATE_ASSETS[(INSTANCE, Period.DAILY)]
+FLAGGED_SHOWN = 25
+
+FORECAST_SOURCES: Sources = {
+    "instance_id": [(DATABASE_DAILY.key, "instance_id"), (INSTANCE_DAILY.key, "instance_id")],
+    "database_name": [(DATABASE_DAILY.key, "database_name")],
+    "size": [(DATABASE_DAILY.key, DATABASE.size_column), (INSTANCE_DAILY.key, INSTANCE.size_column)],
+    "day": [(DATABASE_DAILY.key, "period_start"), (INSTANCE_DAILY.key, "period_start")],
+}
+COLUMN_LINEAGE = column_lineage(FORECAST_LINEAGE, FORECAST_SOURCES)
+_DEFAULTS = forecast.ForecastSettings()
+
+
+class ForecastConfig(dg.Config):
+    window_days: int = Field(default=_DEFAULTS.window_days, description="days of history fitted")
+    min_points: int = Field(
+        default=_DEFAULTS.min_points, description="fewer days with data in the window: no forecast"
+    )
+    database_threshold_mb: int = Field(
+        default=_DEFAULTS.database_threshold_mb, description="capacity threshold of one database, MB"
+    )
+    instance_threshold_mb: int = Field(
+        default=_DEFAULTS.instance_threshold_mb, description="capacity threshold of one instance's total, MB"
+    )
+    flag_within_days: int = Field(
+        default=_DEFAULTS.flag_within_days, description="flag series projected to reach it within this"
+    )
+
+    def settings(self) -> forecast.ForecastSettings:
+        return forecast.ForecastSettings(
+            window_days=self.window_days,
+            min_points=self.min_points,
+            database_threshold_mb=self.database_threshold_mb,
+            instance_threshold_mb=self.instance_threshold_mb,
+            flag_within_days=self.flag_within_days,
+        )
+
+
+def forecast_days(engine: sa.Engine, days: list[date], settings: forecast.ForecastSettings) -> pd.DataFrame:
+    """Forecasts for every as_of day in `days`: one read, one vectorized fit per day."""
+    first = days[0] - timedelta(days=settings.window_days - 1)
+    with engine.connect() as conn:
+        samples = forecast.read_daily_sizes(conn, first, days[-1])
+    is_instance = samples["database_name"].isna()
+    frames = []
+    for as_of in days:  # a handful of partitions, not history: each day is one array fit
+        for subset, threshold in (
+            (samples[~is_instance], settings.database_threshold_mb),
+            (samples[is_instance], settings.instance_threshold_mb),
+        ):
+            frames.append(forecast.forecast_frame(subset, as_of, settings, threshold))
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        return pd.DataFrame(columns=forecast.forecast_frame(samples.iloc[:0], days[0], settings, 0).columns)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _names(engine: sa.Engine) -> dict[int, str]:
+    with engine.connect() as conn:
+        return {row.id: row.name for row in conn.execute(sa.select(instances.c.id, instances.c.name))}
+
+
+def _flagged_markdown(flagged: pd.DataFrame, names: dict[int, str], empty: str) -> str:
+    if flagged.empty:
+        return f"_{empty}_"
+    shown = pd.DataFrame(
+        {
+            "instance": flagged["instance_id"].map(lambda i: names.get(i, f"#{i}")),
+            "database": flagged["database_name"].fillna("(instance total)"),
+            "as_of": flagged["as_of"],
+            "days until threshold": flagged["days_until_threshold"],
+            "fitted MB": flagged["fitted_size_mb"],
+            "threshold MB": flagged["threshold_mb"],
+            "MB/day": flagged["slope_mb_per_day"].round(1),
+            "R²": flagged["r_squared"].round(3),
+        }
+    ).head(FLAGGED_SHOWN)
+    more = f"\n\n… and {len(flagged) - FLAGGED_SHOWN} more" if len(flagged) > FLAGGED_SHOWN else ""
+    return shown.to_markdown(index=False) + more
+
+
+def _metadata(frame: pd.DataFrame, settings: forecast.ForecastSettings, names: dict[int, str]) -> Metadata:
+    latest = frame[frame["as_of"] == frame["as_of"].max()] if len(frame) else frame
+    flagged = forecast.crossing_soon(latest, settings.flag_within_days)
+    over = latest[latest["days_until_threshold"].eq(0).fillna(False)] if len(latest) else latest
+    is_db = latest["database_name"].notna() if len(latest) else pd.Series(dtype=bool)
+    return {
+        "dagster/row_count": len(frame),
+        "databases_forecast": int(is_db.sum()),
+        "instances_forecast": int((~is_db).sum()),
+        "flagged_within_days": settings.flag_within_days,
+        "flagged_databases": int(flagged["database_name"].notna().sum()),
+        "flagged_instances": int(flagged["database_name"].isna().sum()),
+        "already_over_threshold": len(over),
+        "flagged": dg.MetadataValue.md(
+            _flagged_markdown(
+                flagged,
+                names,
+                f"nothing is projected to reach its threshold within {settings.flag_within_days} days",
+            )
+        ),
+        "over_threshold": dg.MetadataValue.md(
+            _flagged_markdown(over, names, "nothing is over its threshold already")
+        ),
+        "window_days": settings.window_days,
+        "min_points": settings.min_points,
+        "database_threshold_mb": settings.database_threshold_mb,
+        "instance_threshold_mb": settings.instance_threshold_mb,
+        "method": forecast.METHOD,
+        "dagster/column_lineage": COLUMN_LINEAGE,
+    }
+
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", dg.BetaWarning)  # single_run backfills are beta in 1.13
+
+    @dg.asset(
+        deps=[DATABASE_DAILY, INSTANCE_DAILY],
+        partitions_def=PARTITIONS[Period.DAILY],
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        description=(
+            "Capacity forecast per database and per instance as of each day: a robust linear "
+            "trend (Theil–Sen start, bisquare IRLS) over the last window_days days of daily "
+            "aggregates (days without data ignored), projected 30/90/180 days ahead, with the "
+            "days until a configurable threshold, in capacity_forecasts. Metadata flags what "
+            "is projected to cross its threshold within 30 days."
+        ),
+        group_name="aggregates",
+        owners=OWNERS,
+        kinds=KINDS,
+        pool=APP_DB_POOL,
+        metadata={
+            "dagster/table_name": capacity_forecasts.name,
+            "dagster/column_schema": table_schema(capacity_forecasts, column_descriptions(FORECAST_LINEAGE)),
+            "dagster/column_lineage": COLUMN_LINEAGE,
+        },
+    )
+    def capacity_forecast(
+        context: dg.AssetExecutionContext, db: AppDatabase, config: ForecastConfig
+    ) -> dg.MaterializeResult:
+        settings = config.settings()
+        days = [w.start for w in context_windows(context, Period.DAILY)]
+        frame = forecast_days(db.engine, days, settings)
+        with db.engine.begin() as conn:
+            written = forecast.write_forecasts(conn, frame, days[0], days[-1], datetime.now(UTC))
+        context.log.info(f"capacity_forecasts {days[0]}..{days[-1]}: {written} rows")
+        return dg.MaterializeResult(metadata=_metadata(frame, settings, _names(db.engine)))

@@ -1,0 +1,125 @@
+"""`aggregation_session`: the step that writes an execution's session, once, at the end.
+
+It runs only after every period asset of its execution: in a UI backfill because it
+is downstream of all eight, in a scheduled or CLI execution because the gate
+launches it only when all four period runs succeeded. It still reads the real
+outcome of those runs from the Dagster instance before it calls the session a
+success. However the step ends, the session ends: `except BaseException` catches
+termination (`DagsterExecutionInterruptedError` is not an `Exception`).
+"""
+
+import datetime as dt
+import time
+
+import dagster as dg
+from pydantic import Field
+
+from ...core import sessions
+from ...core.periods import parse_date
+from ...core.sessions import Outcome
+from ...dagster_private import Metadata
+from ..aggregates.assets import AGGREGATE_ASSETS, APP_DB_POOL, KINDS, OWNERS
+from ..aggregates.lineage import session_metadata
+from ..aggregates.partitions import CALENDAR
+from ..resources import AppDatabase
+from .closer import end_session
+from .executions import execution_of_session_run, interruption
+
+
+class SessionConfig(dg.Config):
+    date: str = Field(
+        default="",
+        description=(
+            "Only for a session step launched on its own: the business date whose "
+            "daily/weekly/monthly/quarterly partitions it reports on (default: yesterday)."
+        ),
+    )
+    hold_seconds: float = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Keep the session open (running) this long before writing its records. "
+            "Only for rehearsing Terminate or a killed worker (tests, drills); 0 in normal use."
+        ),
+    )
+
+    def day(self) -> dt.date:
+        return parse_date(self.date, "date") if self.date else CALENDAR.yesterday()
+
+
+def _hold(seconds: float) -> None:
+    """Sleep in short steps, so a termination interrupts it at once."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(left, 0.2))
+
+
+@dg.asset(
+    deps=list(AGGREGATE_ASSETS.values()),
+    description=(
+        "One sync_sessions row per aggregation execution and one sync_instance_records "
+        "row per active instance: completed with the rows written for it when every "
+        "period of the execution succeeded, failed with the failed period named otherwise."
+    ),
+    group_name="sessions",
+    owners=OWNERS,
+    kinds=KINDS,
+    pool=APP_DB_POOL,
+    metadata=session_metadata(),
+)
+def aggregation_session(
+    context: dg.AssetExecutionContext, db: AppDatabase, config: SessionConfig
+) -> dg.MaterializeResult:
+    run_id = context.run.run_id
+    execution = execution_of_session_run(context.instance, context.run, config.day())
+    with db.engine.begin() as conn:
+        session_id = sessions.open_session(
+            conn, sync_type=execution.sync_type, details=execution.details(run_id)
+        )
+    context.log.info(f"session {session_id} opened for execution {execution.id}")
+    try:
+        _hold(config.hold_seconds)
+        if execution.ok:
+            with db.engine.begin() as conn:
+                sessions.complete_session(
+                    conn,
+                    session_id,
+                    execution.written(),
+                    execution.details(run_id),
+                    execution.written_levels(),
+                )
+        else:
+            end_session(db.engine, execution, execution.outcome(), session_id=session_id)
+    except BaseException as exc:
+        if isinstance(exc, dg.DagsterExecutionInterruptedError):
+            # Terminate in the UI, or run monitoring's max runtime: the event log says which.
+            outcome = interruption(context.instance, run_id)
+        else:
+            outcome = Outcome.failed(f"session step failed: {type(exc).__name__}: {exc}")
+        try:
+            end_session(db.engine, execution, outcome, session_id=session_id)
+        except Exception as final:  # the database is down: the sensors finish the session later
+            context.log.error(f"could not finalise session {session_id} ({final}); the janitor will")
+        raise
+    with db.engine.connect() as conn:
+        summary = sessions.get_session(conn, session_id)
+    metadata: Metadata = {
+        "session_id": summary.session_id,
+        "status": summary.status,
+        "execution": execution.id,
+        "sync_type": summary.sync_type,
+        "total_instances": summary.total_instances,
+        "successful_instances": summary.successful_instances,
+        "failed_instances": summary.failed_instances,
+        "dagster/row_count": summary.total_instances,
+    }
+    if summary.status != sessions.SessionStatus.COMPLETED:
+        raise dg.Failure(description=execution.reason(), metadata=metadata)
+    return dg.MaterializeResult(metadata=metadata)
+
+
+aggregation_session_job = dg.define_asset_job(
+    "aggregation_session_job",
+    selection=[aggregation_session],
+    description="Write the session of an aggregation execution (launched by the gate sensor).",
+)

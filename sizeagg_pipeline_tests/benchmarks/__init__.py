@@ -1,0 +1,1 @@
+"""Tests of `benchmarks/`: the aggregation benchmark runs and reports completely."""

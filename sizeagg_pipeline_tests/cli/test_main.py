@@ -1,0 +1,175 @@
+"""cli/main.py: the `sizeagg` commands — the README's `make demo` path, bad arguments, the listing.
+
+`init-db`, `demo-data`, `run` and `sessions` as a user types them (the installed
+`sizeagg` script in a fresh directory), on a small data set; a date that is not a
+date; timestamps printed in UTC whatever the server's time zone; and the whole
+command line on a PostgreSQL database that holds the origin's tables.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from sizeagg_pipeline import cli
+from sizeagg_pipeline.core import schema
+from sizeagg_pipeline.core.settings import DATABASE_URL_VAR
+from sizeagg_pipeline_tests.support.origin_schema import FEB, build_origin_schema
+from sizeagg_pipeline_tests.support.origin_schema import disposing_engine as _engine
+from sizeagg_pipeline_tests.support.origin_schema import partitions_of as _partitions
+from sizeagg_pipeline_tests.support.paths import BIN
+
+SIZEAGG = str(BIN / "sizeagg")
+
+
+def _sizeagg(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    return subprocess.run([SIZEAGG, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _checksum(engine: sa.Engine) -> tuple[int, int]:
+    stats = schema.database_size_stats.c
+    with engine.connect() as conn:
+        return tuple(
+            conn.execute(
+                sa.select(sa.func.count(), sa.func.sum(stats.size_mb * (stats.instance_id + 1)))
+            ).one()
+        )
+
+
+def test_demo_commands(app_url: str, tmp_path: Path) -> None:
+    init = _sizeagg(tmp_path, "init-db")
+    assert init.returncode == 0, init.stderr
+    assert "created sync_sessions" in init.stdout
+    again = _sizeagg(tmp_path, "init-db")
+    assert "found   sync_sessions" in again.stdout and "created" not in again.stdout
+
+    demo_args = ("demo-data", "--instances", "6", "--databases", "4", "--days", "40", "--end", "2026-05-31")
+    demo = _sizeagg(tmp_path, *demo_args, "--seed", "7")
+    assert demo.returncode == 0, demo.stderr
+    assert "6 instances" in demo.stdout
+    engine = schema.make_engine(app_url)
+    first = _checksum(engine)
+    assert _sizeagg(tmp_path, *demo_args, "--seed", "7").returncode == 0
+    assert _checksum(engine) == first  # deterministic, and re-running changes nothing
+
+    run = _sizeagg(tmp_path, "run", "--date", "2026-05-30..2026-05-31")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.count("completed: 5 instances, 5 succeeded, 0 failed") == 2  # one of 6 is inactive
+
+    listing = _sizeagg(tmp_path, "sessions")
+    assert listing.returncode == 0 and listing.stdout.count("completed") == 2
+    with engine.connect() as conn:
+        sessions = conn.execute(
+            sa.select(schema.sync_sessions.c.status, schema.sync_sessions.c.total_instances)
+        ).all()
+        periods: dict[str, int] = dict(
+            conn.execute(
+                sa.select(schema.instance_size_aggregations.c.period_type, sa.func.count()).group_by(
+                    schema.instance_size_aggregations.c.period_type
+                )
+            ).all()
+        )
+    assert sessions == [("completed", 5), ("completed", 5)]
+    assert periods == {"daily": 12, "weekly": 6, "monthly": 6, "quarterly": 6}
+    engine.dispose()
+
+    # the runs are in the Dagster instance under .sizeagg/dagster_home, for the UI
+    home = tmp_path / ".sizeagg" / "dagster_home"
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        runs = instance.get_runs()
+    assert len(runs) == 10
+    assert {r.status for r in runs} == {dg.DagsterRunStatus.SUCCESS}
+
+
+def test_failed_session_exits_non_zero(app_url: str, tmp_path: Path) -> None:
+    assert (
+        _sizeagg(
+            tmp_path,
+            "demo-data",
+            "--instances",
+            "3",
+            "--databases",
+            "2",
+            "--days",
+            "5",
+            "--end",
+            "2026-05-31",
+        ).returncode
+        == 0
+    )
+    engine = schema.make_engine(app_url)
+    with engine.begin() as conn:
+        conn.execute(sa.update(schema.database_size_stats).values(size_mb=-1))
+    engine.dispose()
+    run = _sizeagg(tmp_path, "run", "--date", "2026-05-31")
+    assert run.returncode == 1
+    assert "failed: 2 instances, 0 succeeded, 2 failed" in run.stdout
+
+
+def test_malformed_date_on_the_cli(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["run", "--date", "2026-13-01"]) == 2
+    assert "--date '2026-13-01' is not a valid YYYY-MM-DD date" in capsys.readouterr().err
+    assert cli.main(["run", "--date", "2026-05-10..2026-05-01"]) == 2
+    assert "reversed" in capsys.readouterr().err
+    assert cli.main(["run", "--date", "2019-01-01"]) == 2
+    assert "before the first partition" in capsys.readouterr().err
+
+
+def test_sessions_listing_prints_utc(engine: sa.Engine, capsys: pytest.CaptureFixture[str]) -> None:
+    """The PostgreSQL test server's TimeZone is Asia/Shanghai: timestamptz comes back at +08."""
+    started = datetime(2026, 3, 10, 1, 2, 3, tzinfo=UTC)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(schema.sync_sessions).values(
+                session_id="00000000-0000-4000-8000-000000000001",
+                sync_type="manual_task",
+                started_at=started,
+            )
+        )
+        stored = conn.execute(sa.select(schema.sync_sessions.c.started_at)).scalar_one()
+    assert (stored if stored.tzinfo else stored.replace(tzinfo=UTC)) == started
+    assert cli.main(["sessions"]) == 0
+    assert "2026-03-10 01:02:03  running    manual_task" in capsys.readouterr().out
+
+
+@pytest.mark.postgres
+def test_the_cli_end_to_end_on_an_origin_database(
+    postgresql_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """init-db, demo-data and a daily tick on the origin's tables,
+    with the origin's CHECK constraints on the session tables and no aggregate partitions."""
+    monkeypatch.setenv(DATABASE_URL_VAR, postgresql_url)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    for engine in _engine(postgresql_url):
+        build_origin_schema(engine, [FEB], sync_tables=True, aggregate_months=[])
+        assert cli.main(["init-db"]) == 0
+        created = [line for line in capsys.readouterr().out.splitlines() if line.startswith("created ")]
+        assert created == ["created capacity_forecasts"]  # the origin has every other table
+        assert (
+            cli.main(
+                ["demo-data", "--instances", "4", "--databases", "3", "--days", "45", "--end", "2026-03-10"]
+            )
+            == 0
+        )
+        assert cli.main(["run", "--date", "2026-03-10"]) == 0
+        out = capsys.readouterr().out
+        assert (
+            out.count("completed: 3 instances, 3 succeeded, 0 failed") == 1
+        )  # one demo instance is inactive
+        with engine.connect() as conn:
+            raw = _partitions(conn, "database_size_stats")
+            aggregates = _partitions(conn, "database_size_aggregations")
+            statuses = conn.execute(
+                sa.text("SELECT status, count(*) FROM sync_instance_records GROUP BY status")
+            ).all()
+        assert set(raw) == {f"database_size_stats_2026_0{m}" for m in (1, 2, 3)}
+        # daily/weekly/monthly of March, the quarter of January
+        assert set(aggregates) == {"database_size_aggregations_2026_01", "database_size_aggregations_2026_03"}
+        assert statuses == [("completed", 3)]

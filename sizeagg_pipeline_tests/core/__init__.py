@@ -1,0 +1,1 @@
+"""Tests of `sizeagg_pipeline/core/`: the Dagster-free aggregation, sessions, schema and forecast."""

@@ -1,0 +1,1 @@
+"""Tests of `sizeagg_pipeline/defs/`, one folder per domain."""

@@ -1,0 +1,1 @@
+"""Tests of `sizeagg_pipeline/defs/aggregates/`: partitions, assets, checks, lineage."""

@@ -1,0 +1,1 @@
+"""Tests of `sizeagg_pipeline/defs/late_data/`: the raw-data observation sensor."""

@@ -1,0 +1,1 @@
+"""End-to-end tests against real `dagster dev`, `dagster-webserver` and `dagster-daemon` processes."""

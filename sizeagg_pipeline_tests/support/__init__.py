@@ -1,0 +1,1 @@
+"""Shared test support: data helpers and data sets, session rows, PostgreSQL and Dagster processes."""
