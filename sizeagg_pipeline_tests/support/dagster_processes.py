@@ -49,7 +49,9 @@ run_coordinator:
     max_concurrent_runs: 6
 run_monitoring:
   enabled: true
-  start_timeout_seconds: 180
+  # A run over a year of daily partitions logs ~1,500 planned events before it
+  # starts; on a busy 2-core machine that took more than 180 s.
+  start_timeout_seconds: 600
   cancel_timeout_seconds: 60
   max_runtime_seconds: 900
   poll_interval_seconds: 5
