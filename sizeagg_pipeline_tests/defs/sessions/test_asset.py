@@ -8,10 +8,8 @@ and SIGKILL of a real run worker are in e2e/test_dagster_dev.py.
 from __future__ import annotations
 
 import dagster as dg
-import pytest
 import sqlalchemy as sa
 
-from sizeagg_pipeline_tests.support.data import three_active_one_inactive
 from sizeagg_pipeline_tests.support.execution import ACTIVE, DAY, EXECUTION, gated_tags, reject_updates
 from sizeagg_pipeline_tests.support.session_rows import (
     assert_ended,
@@ -20,12 +18,6 @@ from sizeagg_pipeline_tests.support.session_rows import (
     session_ids_of,
     tick_partitions,
 )
-
-
-@pytest.fixture
-def data(engine: sa.Engine) -> sa.Engine:
-    """Instances 1-3 active, 4 inactive; two databases each, every day since 2026-02-20."""
-    return three_active_one_inactive(engine)
 
 
 def test_database_error_in_session_step_fails_every_record(

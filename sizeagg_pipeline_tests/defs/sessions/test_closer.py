@@ -8,20 +8,12 @@ from __future__ import annotations
 
 import threading
 
-import pytest
 import sqlalchemy as sa
 
 from sizeagg_pipeline.core.sessions import SyncType
 from sizeagg_pipeline.defs.sessions import executions
-from sizeagg_pipeline_tests.support.data import three_active_one_inactive
 from sizeagg_pipeline_tests.support.execution import ACTIVE
 from sizeagg_pipeline_tests.support.session_rows import assert_ended, session_ids_of, write_failed_session
-
-
-@pytest.fixture
-def data(engine: sa.Engine) -> sa.Engine:
-    """Instances 1-3 active, 4 inactive; two databases each, every day since 2026-02-20."""
-    return three_active_one_inactive(engine)
 
 
 def test_racing_failure_writers_write_one_session(data: sa.Engine) -> None:

@@ -7,7 +7,6 @@ finaliser), or Terminate reached a step that never handled it.
 from __future__ import annotations
 
 import dagster as dg
-import pytest
 import sqlalchemy as sa
 from dagster._core.test_utils import create_run_for_test
 
@@ -16,7 +15,6 @@ from sizeagg_pipeline.core.sessions import SyncType
 from sizeagg_pipeline.defs.resources import AppDatabase
 from sizeagg_pipeline.defs.sessions import failures
 from sizeagg_pipeline.defs.sessions.asset import aggregation_session_job
-from sizeagg_pipeline_tests.support.data import three_active_one_inactive
 from sizeagg_pipeline_tests.support.execution import (
     ACTIVE,
     DAY,
@@ -34,12 +32,6 @@ from sizeagg_pipeline_tests.support.session_rows import (
     session_row,
     tick_partitions,
 )
-
-
-@pytest.fixture
-def data(engine: sa.Engine) -> sa.Engine:
-    """Instances 1-3 active, 4 inactive; two databases each, every day since 2026-02-20."""
-    return three_active_one_inactive(engine)
 
 
 def test_session_step_that_cannot_finalise_is_closed_by_the_failure_sensor(

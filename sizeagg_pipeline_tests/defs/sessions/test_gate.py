@@ -12,7 +12,6 @@ import json
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
-import pytest
 import sqlalchemy as sa
 from dagster._core.test_utils import create_run_for_test
 
@@ -20,7 +19,6 @@ from sizeagg_pipeline.core import schema
 from sizeagg_pipeline.defs.sessions import vocabulary
 from sizeagg_pipeline.defs.sessions.asset import aggregation_session_job
 from sizeagg_pipeline.defs.sessions.gate import gate_tick
-from sizeagg_pipeline_tests.support.data import three_active_one_inactive
 from sizeagg_pipeline_tests.support.execution import (
     ACTIVE,
     DAY,
@@ -40,12 +38,6 @@ from sizeagg_pipeline_tests.support.session_rows import (
     session_row,
     tick_partitions,
 )
-
-
-@pytest.fixture
-def data(engine: sa.Engine) -> sa.Engine:
-    """Instances 1-3 active, 4 inactive; two databases each, every day since 2026-02-20."""
-    return three_active_one_inactive(engine)
 
 
 def test_gate_waits_for_all_four_then_launches_the_session_step(

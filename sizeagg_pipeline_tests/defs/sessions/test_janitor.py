@@ -7,7 +7,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
-import pytest
 import sqlalchemy as sa
 from dagster._core.test_utils import create_run_for_test
 
@@ -16,7 +15,6 @@ from sizeagg_pipeline.core import sessions
 from sizeagg_pipeline.core.sessions import SyncType
 from sizeagg_pipeline.defs.resources import AppDatabase
 from sizeagg_pipeline.defs.sessions import janitor
-from sizeagg_pipeline_tests.support.data import three_active_one_inactive
 from sizeagg_pipeline_tests.support.execution import ACTIVE, STALE_AFTER
 from sizeagg_pipeline_tests.support.session_rows import (
     all_session_rows,
@@ -24,12 +22,6 @@ from sizeagg_pipeline_tests.support.session_rows import (
     record_rows,
     session_row,
 )
-
-
-@pytest.fixture
-def data(engine: sa.Engine) -> sa.Engine:
-    """Instances 1-3 active, 4 inactive; two databases each, every day since 2026-02-20."""
-    return three_active_one_inactive(engine)
 
 
 def _open_for_run(engine: sa.Engine, run_id: str) -> str:
