@@ -12,9 +12,9 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from sizeagg_pipeline import defs
 from sizeagg_pipeline.core import aggregation, levels, schema
 from sizeagg_pipeline.core.periods import Period, window_for_key
+from sizeagg_pipeline.definitions import defs
 from sizeagg_pipeline_tests.support.data import BAD_INPUT_DAY as DAY
 from sizeagg_pipeline_tests.support.data import (
     add_db_rows,
