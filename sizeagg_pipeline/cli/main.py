@@ -45,9 +45,11 @@ def cmd_init_db(args: argparse.Namespace) -> int:
     engine = engine_for_url()
     print(f"database: {engine.url.render_as_string(hide_password=True)}")
     with database_errors(engine):
-        report = init_db(engine)
+        report = init_db(engine, upgrade=args.upgrade)
     print(report)
-    return 1 if report.problems else 0
+    if report.problems:
+        raise BadInput(report.verdict())
+    return 0
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
@@ -190,6 +192,11 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     init = sub.add_parser(
         "init-db", parents=[verbose], help="create missing tables; report on existing ones (docs/postgres.md)"
+    )
+    init.add_argument(
+        "--upgrade",
+        action="store_true",
+        help="also widen the origin's numeric(5,2) percent columns, re-creating the views that read them",
     )
     init.set_defaults(func=cmd_init_db)
     demo = sub.add_parser("demo-data", parents=[verbose], help="write deterministic demo raw data")
