@@ -137,6 +137,8 @@ def views_reading(conn: sa.Connection, columns: Mapping[str, Sequence[str]]) -> 
     ordered: list[int] = []
     while len(ordered) < len(reads):  # a view after every saved view it reads
         ready = sorted(v for v in reads if v not in ordered and reads[v] & reads.keys() <= set(ordered))
+        if not ready:  # PostgreSQL allows no cycle of views; never loop on one
+            raise UnsupportedDependent("views that read each other in a cycle read it")
         ordered += ready
     return [_save(conn, oid) for oid in ordered]
 

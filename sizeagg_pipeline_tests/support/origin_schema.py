@@ -391,16 +391,19 @@ def views_snapshot(conn: sa.Connection) -> dict[str, dict[str, Any]]:
     return snapshot
 
 
+def _pairs(conn: sa.Connection, query: str, relation: str) -> dict[str, str]:
+    """The two columns of a catalog query about one relation (`:r`), as a dict."""
+    return dict(conn.execute(sa.text(query), {"r": relation}).tuples().all())
+
+
 def column_types(conn: sa.Connection, relation: str) -> dict[str, str]:
     """Column → its type as PostgreSQL writes it (`numeric(5,2)`), of a table or view."""
-    rows = conn.execute(
-        sa.text(
-            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
-            "WHERE attrelid = to_regclass(:r) AND attnum > 0 AND NOT attisdropped"
-        ),
-        {"r": relation},
+    return _pairs(
+        conn,
+        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+        "WHERE attrelid = to_regclass(:r) AND attnum > 0 AND NOT attisdropped",
+        relation,
     )
-    return dict(rows.all())
 
 
 # --------------------------------------------------------------------------- sizeagg on origin tables
@@ -423,11 +426,9 @@ def fill_origin(engine: sa.Engine) -> list[int]:
 
 def partitions_of(conn: sa.Connection, table: str) -> dict[str, str]:
     """The partitions of `table`: name → bound expression."""
-    rows = conn.execute(
-        sa.text(
-            "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
-            "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = to_regclass(:t)"
-        ),
-        {"t": table},
+    return _pairs(
+        conn,
+        "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
+        "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = to_regclass(:r)",
+        table,
     )
-    return dict(rows.all())
