@@ -31,8 +31,8 @@ def main() -> int:
     warnings.filterwarnings("ignore", module="dagster")
     os.environ.setdefault("DAGSTER_HOME", str(state_dir() / "dagster_home"))
     Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
-    from sizeagg_pipeline import defs
     from sizeagg_pipeline.cli.run import QUIET
+    from sizeagg_pipeline.definitions import defs
     from sizeagg_pipeline.defs.aggregates.checks import raw_table_checks_job
     from sizeagg_pipeline.defs.aggregates.jobs import PERIOD_JOBS
     from sizeagg_pipeline.defs.forecast.schedule import capacity_forecast_job

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from sizeagg_pipeline import defs
+from sizeagg_pipeline.definitions import defs
 from sizeagg_pipeline_tests.support.asset_names import AGGREGATES as PERIOD_ASSETS
 from sizeagg_pipeline_tests.support.paths import ROOT
 

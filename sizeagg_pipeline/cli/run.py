@@ -8,7 +8,8 @@ here, in process, or the execution's failed session has already been written.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from datetime import date, timedelta
 from typing import Any
 
@@ -24,8 +25,9 @@ from ..defs.sessions.asset import aggregation_session, aggregation_session_job
 from ..defs.sessions.gate import decide
 from ..defs.sessions.vocabulary import ExecutionId, Trigger, execution_tags
 
-# Runs log to the Dagster instance (the UI shows them); the terminal gets errors only.
-QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+# Runs log to the Dagster instance (the UI shows them); the terminal gets none of it:
+# `sizeagg run` prints a line per period and one line per failure (cli/main.py).
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 def run_tick(
@@ -34,24 +36,36 @@ def run_tick(
     day: date,
     sync_type: SyncType = SyncType.MANUAL,
     session_config: Mapping[str, Any] | None = None,
+    *,
+    verbose: bool = False,
+    progress: Callable[[str], None] = lambda line: None,
 ) -> SessionSummary:
     """Materialize the four partitions containing `day`, then end the execution with its session.
 
-    `session_config` is the session step's config (e.g. `hold_seconds` in tests).
+    `session_config` is the session step's config (e.g. `hold_seconds` in tests);
+    `verbose` puts Dagster's event log on the console; `progress` gets a line per period run.
     """
     execution_id = ExecutionId.cli(day, sync_type)
     tags = execution_tags(execution_id, sync_type, trigger=Trigger.CLI, day=day)
+    logs: dict[str, Any] = {} if verbose else QUIET
     for period, window in windows_for_date(day).items():
-        defs.resolve_job_def(PERIOD_JOBS[period].name).execute_in_process(
-            run_config=QUIET, instance=instance, partition_key=window.key, tags=tags, raise_on_error=False
+        started = time.monotonic()
+        result = defs.resolve_job_def(PERIOD_JOBS[period].name).execute_in_process(
+            run_config=logs,
+            instance=instance,
+            partition_key=window.key,
+            tags=tags,
+            raise_on_error=False,
         )
+        outcome = "succeeded" if result.success else "FAILED"
+        progress(f"{day}: {period} {window.key} {outcome} ({time.monotonic() - started:.1f} s)")
     engine = make_engine(database_url())
     try:
         now = utc_now()
         decision = decide(instance, engine, execution_id, now, now, stale_after=timedelta(0))
         if decision.request is not None:
             run_config = {
-                **QUIET,
+                **logs,
                 "ops": {aggregation_session.op.name: {"config": dict(session_config or {})}},
             }
             defs.resolve_job_def(aggregation_session_job.name).execute_in_process(

@@ -7,8 +7,9 @@ a partition range) for one level, atomically:
    of the window's raw rows writes exact sums, counts, minima and maxima into a
    temp table (every raw row is read once; two temp tables alternate);
 2. validation reads those groups, not the raw rows again: a negative minimum, a
-   NULL, or an instance id that ``instances`` does not know fails the write (the
-   same query, one row per instance id, gives the instances the write covers);
+   maximum beyond exact arithmetic (levels.MAX_EXACT_SIZE), a NULL, or an instance
+   id that ``instances`` does not know fails the write (the same query, one row per
+   instance id, gives the instances the write covers);
 3. each window's groups are joined to the previous window's groups and written
    (a plain insert into an empty slice, else ``INSERT … ON CONFLICT``), every
    value computed from exact integer sums;
@@ -34,7 +35,7 @@ from datetime import UTC, date, datetime
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from .levels import Level, level_named
+from .levels import MAX_EXACT_SIZE, Level, level_named
 from .periods import Period, Window
 from .pg_partitions import MissingPartition, ensure_month_partitions, require_partitions
 from .schema import instances, missing_tables
@@ -128,7 +129,7 @@ def _window_days(lo: sa.BindParameter, hi: sa.BindParameter) -> sa.CTE:
     return days.union_all(step)
 
 
-def _group_window(level: Level, groups: sa.Table, dialect: str, maxima: bool = True) -> sa.Insert:
+def _group_window(level: Level, groups: sa.Table, dialect: str) -> sa.Insert:
     """One window's raw rows grouped into exact sums, counts, minima and maxima.
 
     One statement per window (binds :lo, :hi) rather than one GROUP BY over a join
@@ -142,9 +143,6 @@ def _group_window(level: Level, groups: sa.Table, dialect: str, maxima: bool = T
     (instance_id, database_name, collected_date) unique index, 4× slower for a
     day and never faster (docs/performance.md); an equality per day keeps it on
     the collected_date index with or without statistics.
-
-    Without `maxima` (the window before the first, read only for its sums and
-    counts and validated on its minima) the maxima are left NULL.
     """
     raw = level.raw
     columns: list[sa.ColumnElement] = [*(raw.c[k] for k in level.keys), sa.func.count().label("n")]
@@ -154,7 +152,7 @@ def _group_window(level: Level, groups: sa.Table, dialect: str, maxima: bool = T
             _bigint_sum(col).label(f"{name}_sum"),
             sa.func.count(col).label(f"{name}_n"),
             sa.func.min(col).label(f"{name}_min"),
-            (sa.func.max(col) if maxima else sa.null()).label(f"{name}_max"),
+            sa.func.max(col).label(f"{name}_max"),
         ]
     lo, hi = sa.bindparam("lo", type_=sa.Date), sa.bindparam("hi", type_=sa.Date)
     select = sa.select(*columns)
@@ -178,12 +176,13 @@ def _window_check(level: Level, groups: sa.Table) -> sa.Select:
     """One row per instance id of one window's groups: does it break a rule?
 
     One read of the groups gives both what validation needs and the instances the
-    write covers: values are checked on the groups' minima and counts, and each
+    write covers: values are checked on the groups' minima, maxima and counts, and each
     distinct id is looked up in ``instances`` once, not once per group.
     """
     g = groups.c
     broken = sa.or_(
         *(g[f"{name}_min"] < 0 for name in level.sizes),
+        *(g[f"{name}_max"] > MAX_EXACT_SIZE for name in level.sizes),
         *(g[f"{name}_n"] < g.n for name in level.required),
     )
     per_id = (
@@ -209,6 +208,7 @@ def raw_rules(level: Level) -> list[tuple[str, sa.ColumnElement[bool]]]:
     rules: list[tuple[str, sa.ColumnElement[bool]]] = [
         (f"negative {name}", raw.c[name] < 0) for name in level.sizes
     ]
+    rules += [(f"{name} above {MAX_EXACT_SIZE}", raw.c[name] > MAX_EXACT_SIZE) for name in level.sizes]
     rules += [(f"NULL {name}", raw.c[name].is_(None)) for name in level.required]
     rules.append(("unknown instance_id", instances.c.id.is_(None)))
     return rules
@@ -365,7 +365,6 @@ class _Side:
     table: sa.Table
     clear: sa.Executable
     group_window: sa.Insert
-    group_previous: sa.Insert
     check: sa.Select  # per instance id of the window: broken or unknown?
     insert: sa.Insert  # this table's window joined to the other table's
     upsert: sa.Insert
@@ -390,7 +389,6 @@ def _statements(level_name: str, period: Period, dialect: str) -> tuple[_Side, _
                 table=table,
                 clear=clear,
                 group_window=_group_window(level, table, dialect),
-                group_previous=_group_window(level, table, dialect, maxima=False),
                 check=_window_check(level, table),
                 insert=insert,
                 upsert=upsert,
@@ -454,8 +452,7 @@ def write_windows(
         side = sides[index % 2]  # the other side holds the previous window
         if index >= 2:
             conn.execute(side.clear)
-        group = side.group_previous if index == 0 else side.group_window
-        conn.execute(group, {"lo": window.start, "hi": window.end})
+        conn.execute(side.group_window, {"lo": window.start, "hi": window.end})
         ids = conn.execute(side.check).all()
         if any(bad for _, bad in ids):
             violations = find_violations(conn, level, first.previous().start, last.end)

@@ -30,6 +30,15 @@ from .schema import (
     instance_size_stats,
 )
 
+# The largest raw size (or database count) the arithmetic below keeps exact on both
+# engines: a raw row above it fails validation (core.aggregation.raw_rules). With at
+# most N rows per group and window and values ≤ M, the largest intermediate is the
+# rounding of a percentage, 2·(S1·n2 − S2·n1)·10000 + n1·S2 ≤ 20001·N²·M; a quarter of
+# daily rows (N = 92) keeps that within int64 for M ≤ 5.4·10^10, and 10^10 MB (10 PB)
+# leaves room for 2.3 rows per day. Above int64 PostgreSQL fails with "bigint out of
+# range" while SQLite silently switches to floating point (docs/contract.md, Validation).
+MAX_EXACT_SIZE = 10_000_000_000
+
 # The columns written from one window's groups (`cur`) joined to the previous window's (`prev`).
 Values = Callable[[sa.FromClause, sa.FromClause], dict[str, sa.ColumnElement]]
 

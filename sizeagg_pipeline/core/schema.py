@@ -353,13 +353,18 @@ class InitReport:
         return "\n".join(lines)
 
 
-def create_missing(engine: sa.Engine) -> InitReport:
-    """Create the tables that do not exist; never drop or alter existing ones."""
-    existing = set(sa.inspect(engine).get_table_names())
+def create_missing(bind: sa.Engine | sa.Connection) -> InitReport:
+    """Create the tables that do not exist; never drop or alter existing ones.
+
+    On an engine, in a transaction of its own; on a connection, in the caller's.
+    """
+    if isinstance(bind, sa.Engine):
+        with bind.begin() as conn:
+            return create_missing(conn)
+    existing = set(sa.inspect(bind).get_table_names())
     found = [t.name for t in metadata.sorted_tables if t.name in existing]
     missing = [t for t in metadata.sorted_tables if t.name not in existing]
-    with engine.begin() as conn:
-        metadata.create_all(conn, tables=missing)
+    metadata.create_all(bind, tables=missing)
     return InitReport(found=found, created=[t.name for t in missing])
 
 

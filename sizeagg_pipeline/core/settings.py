@@ -7,8 +7,10 @@ variable with a default that makes the quick start work with nothing set.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import os
+import zoneinfo
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -73,23 +75,40 @@ class Calendar:
         return self.today(now) - timedelta(days=1)
 
 
+class BadSetting(ValueError):
+    """An environment variable holds a value sizeagg cannot use; the message says which and what to set."""
+
+
+def _check_time_zone(name: str) -> None:
+    try:
+        ZoneInfo(name)
+    except Exception:  # ZoneInfoNotFoundError, ValueError (a path-like or empty key)
+        close = difflib.get_close_matches(name, zoneinfo.available_timezones(), n=1)
+        hint = f"did you mean {close[0]}?" if close else "set an IANA name such as Asia/Shanghai or UTC"
+        raise BadSetting(f"{TIMEZONE_VAR}={name!r} is not a known IANA time zone: {hint}") from None
+
+
 @functools.cache
 def calendar() -> Calendar:
     """The business calendar of this process (read once: partitions are built from it)."""
     timezone = os.environ.get(TIMEZONE_VAR) or DEFAULT_TIMEZONE
-    try:
-        ZoneInfo(timezone)
-    except Exception as exc:  # ZoneInfoNotFoundError, ValueError
-        raise ValueError(f"{TIMEZONE_VAR}={timezone!r} is not a known IANA time zone") from exc
+    _check_time_zone(timezone)
     raw_start = os.environ.get(START_DATE_VAR) or DEFAULT_START_DATE
     try:
         start = date.fromisoformat(raw_start)
-    except ValueError as exc:
-        raise ValueError(f"{START_DATE_VAR}={raw_start!r} is not a YYYY-MM-DD date") from exc
+    except ValueError:
+        raise BadSetting(
+            f"{START_DATE_VAR}={raw_start!r} is not a YYYY-MM-DD date: set it to the first day "
+            f"of a quarter, for example {DEFAULT_START_DATE}"
+        ) from None
     if start.day != 1 or start.month not in (1, 4, 7, 10):
         # Quarterly partitions drop a partial first quarter, and mixed start dates
         # split single-run backfills (docs/design.md): all periods start together.
-        raise ValueError(f"{START_DATE_VAR}={raw_start} must be the first day of a quarter")
+        quarter = date(start.year, start.month - (start.month - 1) % 3, 1)
+        raise BadSetting(
+            f"{START_DATE_VAR}={raw_start} is not the first day of a quarter: set it to "
+            f"{quarter}, the first day of its quarter"
+        )
     return Calendar(timezone=timezone, start_date=start)
 
 
@@ -110,9 +129,12 @@ def _int_var(name: str, default: int, minimum: int) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a whole number") from None
+        value = minimum - 1
     if value < minimum:
-        raise ValueError(f"{name}={value} must be at least {minimum}")
+        raise BadSetting(
+            f"{name}={raw!r} is not a whole number of at least {minimum}: set one, "
+            f"or unset it for the default ({default})"
+        )
     return value
 
 
@@ -125,7 +147,10 @@ def operations() -> Operations:
         try:
             tick = time.fromisoformat(raw_tick)
         except ValueError:
-            raise ValueError(f"{DAILY_TICK_VAR}={raw_tick!r} is not a HH:MM time of day or off") from None
+            raise BadSetting(
+                f"{DAILY_TICK_VAR}={raw_tick!r} is not a time of day: set HH:MM (business time), "
+                "or off for no daily tick"
+            ) from None
     return Operations(
         daily_tick=tick,
         sensor_interval=_int_var(SENSOR_INTERVAL_VAR, 30, 1),
@@ -136,3 +161,10 @@ def operations() -> Operations:
         session_max_runtime=_int_var(MAX_RUNTIME_VAR, 7800, 1),
         late_data_days=_int_var(LATE_DATA_DAYS_VAR, 120, 1),
     )
+
+
+def check() -> None:
+    """Read every setting now: the Dagster layer reads them at import time, where an error
+    would surface as a traceback (raises `BadSetting`)."""
+    calendar()
+    operations()

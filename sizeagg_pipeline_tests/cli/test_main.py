@@ -8,8 +8,6 @@ command line on a PostgreSQL database that holds the origin's tables.
 
 from __future__ import annotations
 
-import os
-import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,17 +18,10 @@ import sqlalchemy as sa
 from sizeagg_pipeline import cli
 from sizeagg_pipeline.core import schema
 from sizeagg_pipeline.core.settings import DATABASE_URL_VAR
+from sizeagg_pipeline_tests.support.cli import sizeagg as _sizeagg
 from sizeagg_pipeline_tests.support.origin_schema import FEB, build_origin_schema
 from sizeagg_pipeline_tests.support.origin_schema import disposing_engine as _engine
 from sizeagg_pipeline_tests.support.origin_schema import partitions_of as _partitions
-from sizeagg_pipeline_tests.support.paths import BIN
-
-SIZEAGG = str(BIN / "sizeagg")
-
-
-def _sizeagg(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
-    return subprocess.run([SIZEAGG, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
 def _checksum(engine: sa.Engine) -> tuple[int, int]:
@@ -110,7 +101,29 @@ def test_failed_session_exits_non_zero(app_url: str, tmp_path: Path) -> None:
     engine.dispose()
     run = _sizeagg(tmp_path, "run", "--date", "2026-05-31")
     assert run.returncode == 1
-    assert "failed: 2 instances, 0 succeeded, 2 failed" in run.stdout
+    # a line per period run and the session on stdout; the one reason on stderr
+    lines = run.stdout.splitlines()
+    assert [line.split(" (")[0] for line in lines[:4]] == [
+        "2026-05-31: daily 2026-05-31 FAILED",
+        "2026-05-31: weekly 2026-05-25 FAILED",
+        "2026-05-31: monthly 2026-05-01 FAILED",
+        "2026-05-31: quarterly 2026-04-01 FAILED",
+    ]
+    assert len(lines) == 5 and lines[4].endswith(" failed: 2 instances, 0 succeeded, 2 failed")
+    [reason] = run.stderr.splitlines()
+    assert reason.startswith(
+        "sizeagg run: 2026-05-31: session failed: aggregation failed: daily partition 2026-05-31 (run "
+    )
+    assert "InvalidRawData: database_size_stats fails validation for daily 2026-05-31..2026-05-31" in reason
+    assert reason.endswith(
+        ": fix the cause, then run `sizeagg run --date 2026-05-31` again "
+        "(details: `sizeagg sessions`, the runs in the UI)"
+    )
+    # --verbose: Dagster's event log on the console, the same line last
+    verbose = _sizeagg(tmp_path, "run", "--date", "2026-05-31", "--verbose")
+    assert verbose.returncode == 1
+    assert "STEP_FAILURE" in verbose.stderr and "Stack Trace:" in verbose.stderr
+    assert verbose.stderr.splitlines()[-1].startswith("sizeagg run: 2026-05-31: session failed: ")
 
 
 def test_malformed_date_on_the_cli(capsys: pytest.CaptureFixture[str]) -> None:

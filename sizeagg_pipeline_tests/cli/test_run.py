@@ -13,9 +13,9 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from sizeagg_pipeline import defs
 from sizeagg_pipeline.cli.run import run_tick
 from sizeagg_pipeline.core import schema
+from sizeagg_pipeline.definitions import defs
 from sizeagg_pipeline_tests.support.data import RUN_DAY as DAY
 from sizeagg_pipeline_tests.support.data import add_db_rows, every_kind_of_instance
 from sizeagg_pipeline_tests.support.session_rows import records_by_instance as _records

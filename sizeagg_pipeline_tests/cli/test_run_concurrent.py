@@ -36,7 +36,7 @@ _TICK = """
 import sys
 from datetime import date
 import dagster as dg
-from sizeagg_pipeline import defs
+from sizeagg_pipeline.definitions import defs
 from sizeagg_pipeline.cli.run import run_tick
 from sizeagg_pipeline.core.sessions import SyncType
 with dg.DagsterInstance.get() as instance:

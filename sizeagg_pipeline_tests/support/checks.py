@@ -14,7 +14,7 @@ from datetime import date, timedelta
 import dagster as dg
 import sqlalchemy as sa
 
-from sizeagg_pipeline import defs
+from sizeagg_pipeline.definitions import defs
 from sizeagg_pipeline.defs.aggregates import checks as aggregate_checks
 from sizeagg_pipeline.defs.aggregates.partitions import CALENDAR
 from sizeagg_pipeline.defs.sessions import checks as session_checks

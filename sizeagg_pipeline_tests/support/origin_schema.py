@@ -1,6 +1,8 @@
 """The origin platform's PostgreSQL tables, as its own DDL creates them (docs/postgres.md), and
 the helpers of the tests that run sizeagg on them.
 
+`build_origin_schema(..., v1=True)` builds the origin's first schema instead (V1_CHANGES).
+
 Shape of the origin's current schema (HEAD baseline + the PK migration): the four
 capacity tables range-partitioned by month on `collected_date` / `period_start`,
 partitions named `<table>_YYYY_MM`, primary keys `(id, <partition key>)`, origin
@@ -201,6 +203,74 @@ CREATE TABLE sync_instance_records (
 );
 """
 
+# The origin's first schema (V1, docs/postgres.md): HEAD's tables minus what later migrations
+# added, plus what they removed. Applied to HEAD's DDL built without the aggregate key.
+V1_CHANGES = """
+ALTER TABLE instances ADD COLUMN environment varchar(20) NOT NULL DEFAULT 'production',
+    ADD COLUMN status varchar(20) DEFAULT 'active';
+CREATE INDEX ix_instances_status ON instances (status);
+ALTER TABLE database_size_stats DROP CONSTRAINT database_size_stats_pkey,
+    DROP CONSTRAINT uq_daily_database_size,
+    ADD COLUMN is_deleted bool DEFAULT false, ADD COLUMN deleted_at timestamptz;
+CREATE INDEX ix_database_size_stats_deleted ON database_size_stats (is_deleted);
+ALTER TABLE database_size_aggregations DROP CONSTRAINT database_size_aggregations_pkey,
+    ALTER COLUMN size_change_percent TYPE numeric(5,2),
+    ALTER COLUMN data_size_change_percent TYPE numeric(5,2),
+    ALTER COLUMN log_size_change_percent TYPE numeric(5,2),
+    ALTER COLUMN growth_rate TYPE numeric(5,2),
+    ALTER COLUMN calculated_at TYPE timestamp, ALTER COLUMN created_at TYPE timestamp;
+ALTER TABLE instance_size_aggregations DROP CONSTRAINT instance_size_aggregations_pkey,
+    ALTER COLUMN calculated_at TYPE timestamp, ALTER COLUMN created_at TYPE timestamp;
+CREATE INDEX ix_instance_size_aggregations_id ON instance_size_aggregations (id);
+
+CREATE TABLE instance_databases (
+    id serial PRIMARY KEY,
+    instance_id int4 NOT NULL REFERENCES instances (id) ON DELETE CASCADE,
+    database_name varchar(255) NOT NULL,
+    is_active bool NOT NULL DEFAULT true,
+    first_seen_date date NOT NULL DEFAULT CURRENT_DATE,
+    last_seen_date date NOT NULL DEFAULT CURRENT_DATE,
+    deleted_at timestamptz,
+    created_at timestamptz DEFAULT now(),
+    updated_at timestamptz DEFAULT now(),
+    UNIQUE (instance_id, database_name)
+);
+-- The collector's inventory: every raw row marks its database as seen that day.
+CREATE FUNCTION update_instance_database_last_seen() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE instance_databases SET last_seen_date = NEW.collected_date, updated_at = now(),
+        is_active = true, deleted_at = NULL
+    WHERE instance_id = NEW.instance_id AND database_name = NEW.database_name;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER trg_update_instance_database_last_seen AFTER INSERT ON database_size_stats
+    FOR EACH ROW EXECUTE FUNCTION update_instance_database_last_seen();
+
+CREATE VIEW v_database_size_recent AS
+SELECT dss.*, i.name AS instance_name, i.db_type, i.host, i.port
+FROM database_size_stats dss JOIN instances i ON dss.instance_id = i.id
+WHERE dss.collected_date >= CURRENT_DATE - INTERVAL '30 days'
+ORDER BY dss.collected_date DESC, dss.instance_id, dss.database_name;
+
+CREATE VIEW v_database_size_aggregations_recent AS
+SELECT dsa.*, i.name AS instance_name, i.db_type, i.host, i.port
+FROM database_size_aggregations dsa JOIN instances i ON dsa.instance_id = i.id
+WHERE dsa.period_start >= CURRENT_DATE - INTERVAL '12 months'
+ORDER BY dsa.period_start DESC, dsa.instance_id, dsa.database_name;
+COMMENT ON VIEW v_database_size_aggregations_recent IS 'DB-level aggregates, last 12 months (100% = x2)';
+COMMENT ON COLUMN v_database_size_aggregations_recent.growth_rate IS 'period-over-period growth, %';
+"""
+# Who reads the reports: a role the views are granted to (roles are per server, not per database).
+V1_READER = "capacity_reader"
+V1_GRANTS = f"""
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{V1_READER}') THEN CREATE ROLE {V1_READER}; END IF;
+END $$;
+GRANT SELECT ON v_database_size_recent, v_database_size_aggregations_recent TO {V1_READER};
+GRANT SELECT (instance_name, growth_rate) ON v_database_size_aggregations_recent TO PUBLIC;
+"""
+
+
 PARTITIONED = (
     "database_size_stats",
     "instance_size_stats",
@@ -230,20 +300,24 @@ def build_origin_schema(
     sync_tables: bool = False,
     database_aggregation_key: bool = True,
     aggregate_months: Iterable[date] | None = None,
+    v1: bool = False,
 ) -> None:
     """Create the origin's tables and month partitions (raw: `months`; aggregates:
-    `aggregate_months`, default the same)."""
+    `aggregate_months`, default the same); with `v1`, as its first schema created them
+    (no aggregate key, numeric(5,2) percents, its views, trigger and grants)."""
     months = list(months)
     aggregate_months = months if aggregate_months is None else list(aggregate_months)
     ddl = (
         INSTANCES
         + RAW
-        + AGGREGATES.format(db_key=DATABASE_AGGREGATION_KEY if database_aggregation_key else "")
+        + AGGREGATES.format(db_key=DATABASE_AGGREGATION_KEY if database_aggregation_key and not v1 else "")
     )
     if sync_tables:
         ddl += SYNC
+    if v1:
+        ddl += V1_CHANGES + V1_GRANTS
     with engine.begin() as conn:
-        conn.exec_driver_sql(ddl)
+        conn.exec_driver_sql(ddl, execution_options={"no_parameters": True})  # a % is literal
         for table in PARTITIONED:
             for month in aggregate_months if table.endswith("aggregations") else months:
                 create_month_partition(conn, table, month)
@@ -276,6 +350,62 @@ def catalog_snapshot(conn: sa.Connection) -> Catalog:
     return {"columns": columns, "indexes": indexes, "kinds": kinds}
 
 
+def views_snapshot(conn: sa.Connection) -> dict[str, dict[str, Any]]:
+    """What `init-db --upgrade` must keep of every view: definition, options, owner, ACL,
+    comments, column privileges, triggers and rules (and, with them, every table trigger)."""
+    views = conn.execute(
+        sa.text(
+            "SELECT c.relname, pg_get_viewdef(c.oid), c.reloptions, pg_get_userbyid(c.relowner), "
+            "c.relacl::text, obj_description(c.oid, 'pg_class'), "
+            "ARRAY(SELECT a.attname || ':' || coalesce(col_description(c.oid, a.attnum), '-') || ':' "
+            "      || coalesce(a.attacl::text, '-') FROM pg_attribute a "
+            "      WHERE a.attrelid = c.oid AND a.attnum > 0 ORDER BY a.attnum), "
+            "ARRAY(SELECT pg_get_ruledef(r.oid) FROM pg_rewrite r "
+            "      WHERE r.ev_class = c.oid AND r.rulename <> '_RETURN' ORDER BY r.rulename) "
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'public' AND c.relkind IN ('v', 'm') ORDER BY c.relname"
+        )
+    ).all()
+    triggers = conn.execute(
+        sa.text(
+            "SELECT c.relname, pg_get_triggerdef(t.oid), obj_description(t.oid, 'pg_trigger') "
+            "FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+            "WHERE NOT t.tgisinternal ORDER BY c.relname, t.tgname"
+        )
+    ).all()
+    snapshot: dict[str, dict[str, Any]] = {
+        name: {
+            "definition": definition,
+            "options": options,
+            "owner": owner,
+            "acl": acl,
+            "comment": comment,
+            "columns": columns,
+            "rules": rules,
+            "triggers": [],
+        }
+        for name, definition, options, owner, acl, comment, columns, rules in views
+    }
+    for relation, trigger, comment in triggers:
+        snapshot.setdefault(relation, {"triggers": []})["triggers"].append((trigger, comment))
+    return snapshot
+
+
+def _pairs(conn: sa.Connection, query: str, relation: str) -> dict[str, str]:
+    """The two columns of a catalog query about one relation (`:r`), as a dict."""
+    return dict(conn.execute(sa.text(query), {"r": relation}).tuples().all())
+
+
+def column_types(conn: sa.Connection, relation: str) -> dict[str, str]:
+    """Column → its type as PostgreSQL writes it (`numeric(5,2)`), of a table or view."""
+    return _pairs(
+        conn,
+        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+        "WHERE attrelid = to_regclass(:r) AND attnum > 0 AND NOT attisdropped",
+        relation,
+    )
+
+
 # --------------------------------------------------------------------------- sizeagg on origin tables
 
 
@@ -296,11 +426,9 @@ def fill_origin(engine: sa.Engine) -> list[int]:
 
 def partitions_of(conn: sa.Connection, table: str) -> dict[str, str]:
     """The partitions of `table`: name → bound expression."""
-    rows = conn.execute(
-        sa.text(
-            "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
-            "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = to_regclass(:t)"
-        ),
-        {"t": table},
+    return _pairs(
+        conn,
+        "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
+        "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = to_regclass(:r)",
+        table,
     )
-    return dict(rows.all())

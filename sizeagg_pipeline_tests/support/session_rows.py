@@ -8,10 +8,10 @@ from typing import Any
 import dagster as dg
 import sqlalchemy as sa
 
-from sizeagg_pipeline import defs
 from sizeagg_pipeline.cli.run import QUIET
 from sizeagg_pipeline.core import schema
 from sizeagg_pipeline.core.periods import Period, windows_for_date
+from sizeagg_pipeline.definitions import defs
 from sizeagg_pipeline.defs.aggregates.jobs import PERIOD_JOBS
 from sizeagg_pipeline.defs.sessions.asset import aggregation_session, aggregation_session_job
 from sizeagg_pipeline.defs.sessions.closer import end_session

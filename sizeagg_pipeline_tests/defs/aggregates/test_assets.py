@@ -15,8 +15,8 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from sizeagg_pipeline import defs
 from sizeagg_pipeline.core import schema
+from sizeagg_pipeline.definitions import defs
 from sizeagg_pipeline_tests.support.data import slice_rows, three_instances_in_march
 
 DB_AGG = schema.database_size_aggregations

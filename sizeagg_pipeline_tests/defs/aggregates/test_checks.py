@@ -16,9 +16,9 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from sizeagg_pipeline import defs
 from sizeagg_pipeline.core import schema
 from sizeagg_pipeline.core.periods import Period, window_containing
+from sizeagg_pipeline.definitions import defs
 from sizeagg_pipeline.defs.aggregates.partitions import CALENDAR
 from sizeagg_pipeline_tests.support.checks import Data, evaluations, recent_days, run_checks
 from sizeagg_pipeline_tests.support.data import add_db_rows, add_instance_rows, add_instances

@@ -6,8 +6,8 @@ shows in e2e/test_lineage_ui.py.
 
 from __future__ import annotations
 
-from sizeagg_pipeline import defs
 from sizeagg_pipeline.core import schema
+from sizeagg_pipeline.definitions import defs
 from sizeagg_pipeline_tests.support.asset_names import AGGREGATES, GROUPS
 
 

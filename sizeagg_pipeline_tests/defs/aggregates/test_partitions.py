@@ -10,8 +10,8 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from sizeagg_pipeline import defs
 from sizeagg_pipeline.core import schema
+from sizeagg_pipeline.definitions import defs
 from sizeagg_pipeline_tests.support.data import two_instances_until_bad_input_day
 
 

@@ -15,9 +15,9 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from sizeagg_pipeline import defs
 from sizeagg_pipeline.cli.run import QUIET
 from sizeagg_pipeline.core import schema
+from sizeagg_pipeline.definitions import defs
 from sizeagg_pipeline.defs.late_data import sensor as late_sensor
 from sizeagg_pipeline.defs.sessions import vocabulary
 from sizeagg_pipeline.defs.sessions.gate import gate_tick

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import pytest
 
-from sizeagg_pipeline import defs
+from sizeagg_pipeline.definitions import defs
 from sizeagg_pipeline.defs.schedule import tick
 from sizeagg_pipeline.defs.sessions import vocabulary
 

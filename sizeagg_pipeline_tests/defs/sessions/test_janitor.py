@@ -10,9 +10,9 @@ import dagster as dg
 import sqlalchemy as sa
 from dagster._core.test_utils import create_run_for_test
 
-from sizeagg_pipeline import defs
 from sizeagg_pipeline.core import sessions
 from sizeagg_pipeline.core.sessions import SyncType
+from sizeagg_pipeline.definitions import defs
 from sizeagg_pipeline.defs.resources import AppDatabase
 from sizeagg_pipeline.defs.sessions import janitor
 from sizeagg_pipeline_tests.support.execution import ACTIVE, STALE_AFTER
