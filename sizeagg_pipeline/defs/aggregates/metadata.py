@@ -47,6 +47,14 @@ def _growth(engine: sa.Engine, level: Level, result: WriteResult) -> Metadata:
     }
 
 
+def _kept(result: WriteResult) -> Metadata:
+    """The slices the write kept as they were (core/horizon.py), when there are any."""
+    kept = result.kept
+    if kept is None:
+        return {}
+    return {"kept": str(kept), "kept_partitions": kept.partitions, "kept_rows": kept.rows}
+
+
 def materialization_metadata(engine: sa.Engine, level: Level, result: WriteResult) -> Metadata:
     return {
         "dagster/row_count": result.rows,
@@ -59,5 +67,6 @@ def materialization_metadata(engine: sa.Engine, level: Level, result: WriteResul
         "preview": dg.MetadataValue.md(_preview(engine, level, result)),
         # Materialization metadata too: the UI's column-lineage view reads the latest event.
         "dagster/column_lineage": aggregate_lineage(level),
+        **_kept(result),
         **_growth(engine, level, result),
     }

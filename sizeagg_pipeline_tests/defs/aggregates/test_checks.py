@@ -73,7 +73,12 @@ def test_every_check_passes_on_good_data(
         assert set(found) == {
             (f"{level}_size_{period}", name)
             for level in ("database", "instance")
-            for name in ("raw_rows_valid", "data_count_matches_raw", f"one_row_per_{level}")
+            for name in (
+                "raw_rows_valid",
+                "complete_raw_history",
+                "data_count_matches_raw",
+                f"one_row_per_{level}",
+            )
         }
         assert all(e.passed for e in found.values()), [e.description for e in found.values()]
     gate = evaluations(daily)[("database_size_daily", "raw_rows_valid")]
