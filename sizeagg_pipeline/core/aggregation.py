@@ -40,7 +40,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from .horizon import Kept, kept_rows, read_horizon, remember_first_raw_day, split_kept
 from .levels import Level, level_named
-from .periods import Period, Window
+from .periods import PERIODS, Period, Window
 from .pg_partitions import MissingPartition, ensure_month_partitions, require_partitions
 from .schema import instances, missing_tables, raw_horizons
 
@@ -303,6 +303,22 @@ def _one_writer_per_slice(conn: sa.Connection, level: Level, period: Period) -> 
     if conn.dialect.name == "postgresql":
         key = sa.func.hashtext(f"{level.target.name}:{period.value}")
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(WRITE_LOCK_CLASS, key)))
+
+
+def wait_for_writers(engine: sa.Engine, level: Level) -> None:
+    """PostgreSQL: wait until every write of `level` that may have read an older horizon has committed.
+
+    Each period's writer lock is taken and released in turn, in a transaction of its
+    own: a write holds its lock from before it reads the horizon until it commits, so
+    once all four were free, every write still running read the horizon recorded
+    before this call (core/retention.py). SQLite's BEGIN IMMEDIATE already serialises
+    the record with every write.
+    """
+    if engine.dialect.name != "postgresql":
+        return
+    for period in PERIODS:
+        with engine.begin() as conn:
+            _one_writer_per_slice(conn, level, period)
 
 
 def _has_upsert_key(conn: sa.Connection, level: Level) -> bool:

@@ -25,6 +25,7 @@ from ...core.sessions import SyncType
 from ...core.settings import operations, utc_now
 from .. import automation
 from ..aggregates.jobs import PERIOD_JOBS
+from ..aggregates.metadata import horizon_metadata
 from ..aggregates.partitions import CALENDAR
 from ..resources import AppDatabase
 from ..sessions.vocabulary import ExecutionId, Trigger, execution_tags, range_tags
@@ -45,10 +46,8 @@ class ObservationCursor:
         return cls(data["since"], data["generation"], data["days"], data.get("horizons", {}))
 
     def dump(self) -> str:
-        return json.dumps(
-            {"since": self.since, "generation": self.generation, "days": self.days, "horizons": self.horizons},
-            sort_keys=True,
-        )
+        state = {"since": self.since, "generation": self.generation, "days": self.days}
+        return json.dumps({**state, "horizons": self.horizons}, sort_keys=True)
 
 
 def horizon_observations(current: dict[str, Horizon], reported: dict[str, str]) -> list[dg.AssetObservation]:
@@ -56,12 +55,7 @@ def horizon_observations(current: dict[str, Horizon], reported: dict[str, str]) 
     return [
         dg.AssetObservation(
             asset_key=level_named(level).raw.name,
-            metadata={
-                "horizon": horizon.text(),
-                "earliest_raw_day": str(horizon.earliest_raw_day or "none"),
-                "kept_before_horizon": horizon.gone,
-                "why": horizon.why,
-            },
+            metadata=horizon_metadata(horizon),
         )
         for level, horizon in current.items()
         if reported.get(level) != horizon.text()
