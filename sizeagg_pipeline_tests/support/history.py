@@ -22,7 +22,6 @@ from sizeagg_pipeline.core.periods import PERIODS, Period, Window, window_contai
 from sizeagg_pipeline.defs.aggregates.jobs import PERIOD_JOBS
 from sizeagg_pipeline.defs.sessions.vocabulary import BACKFILL_TAG, RANGE_END_TAG, RANGE_START_TAG
 from sizeagg_pipeline_tests.support.data import add_instances, fill_days
-from sizeagg_pipeline_tests.support.origin_schema import create_month_partition
 from sizeagg_pipeline_tests.support.session_rows import run_session_job, session_ids_of
 
 FIRST, LAST = date(2025, 10, 1), date(2026, 3, 31)  # Q4 2025 and Q1 2026, every day
@@ -62,15 +61,17 @@ def aggregate_everything(engine: sa.Engine) -> None:
             aggregation.aggregate(engine, level, windows(period))
 
 
-def backfill(instance: dg.DagsterInstance, engine: sa.Engine, backfill_id: str) -> str:
-    """A range backfill of every period over the whole history, then its session; the session id.
+def backfill(
+    instance: dg.DagsterInstance, engine: sa.Engine, backfill_id: str, ranges: dict[Period, tuple[str, str]]
+) -> str:
+    """A range backfill of each period (first and last partition key), then its session; the session id.
 
     The runs carry what a UI backfill gives them (`dagster/backfill` and the range
-    tags), so the session step judges them as it judges a backfill.
+    tags), so the session step judges them as it judges a backfill. (Dagster records
+    one materialization per partition of a range: keep the ranges short.)
     """
-    for period in PERIODS:
-        keys = windows(period)
-        tags = {BACKFILL_TAG: backfill_id, RANGE_START_TAG: keys[0].key, RANGE_END_TAG: keys[-1].key}
+    for period, (first, last) in ranges.items():
+        tags = {BACKFILL_TAG: backfill_id, RANGE_START_TAG: first, RANGE_END_TAG: last}
         result = defs.resolve_job_def(PERIOD_JOBS[period].name).execute_in_process(
             run_config=QUIET, instance=instance, tags=tags, raise_on_error=False
         )
@@ -117,14 +118,6 @@ def purge_by_dropping_partitions(engine: sa.Engine, months: list[date]) -> None:
         for level in LEVELS:
             for month in months:
                 conn.exec_driver_sql(f"DROP TABLE {level.raw.name}_{month:%Y_%m}")
-
-
-def raw_month_partitions(engine: sa.Engine, months: list[date]) -> None:
-    """A month partition of each raw table for each of `months` (origin-shaped tables)."""
-    with engine.begin() as conn:
-        for level in LEVELS:
-            for month in months:
-                create_month_partition(conn, level.raw.name, month)
 
 
 def recorded(engine: sa.Engine) -> Iterator[dict[str, Any]]:
