@@ -11,9 +11,10 @@ contains any of its days, and the window after each whose comparison reads it, w
 written after the last change to the raw rows it reads. "Written after" is read from
 the aggregates themselves, not from Dagster's records (a database restored, or written
 by `sizeagg run` of another instance, is still judged right): the slice's rows must
-count exactly the raw rows that are there now (Σ data_count), and its oldest
-`calculated_at` must be later than the newest `collected_at` / `created_at` of the
-raw rows of the window and of the window before. Windows that the current horizon
+count exactly the raw rows that are there now (Σ data_count: catches rows added or
+deleted since), and its oldest `calculated_at` must be later than the newest
+`collected_at` / `created_at` of the raw rows of the window and of the window before
+(catches rows the collector rewrote). Windows that the current horizon
 already keeps as they are cannot be rewritten any more and are not asked. Months go
 oldest first; the first month that is not summarised stops the table there, and the
 refusal names the month and each missing or stale partition.
@@ -54,6 +55,7 @@ from .schema import instances, missing_tables, raw_horizons
 from .settings import DAILY_RETENTION_VAR, RAW_RETENTION_VAR, WEEKLY_RETENTION_VAR, Retention, as_utc
 
 BATCH_ROWS = 10_000  # rows per short delete transaction
+_SECOND = timedelta(seconds=1)
 DETACHED = "sizeagg retention: detached, to be dropped"  # comment on a partition being dropped
 
 Log = Callable[[str], None]
@@ -164,7 +166,8 @@ class _Evidence:
             return f"{partition} never written ({raw} {self.level.counted} to summarise)"
         if written.counted != raw:
             return f"{partition} counts {written.counted} {self.level.counted}, the raw table has {raw}"
-        if changes and (written.calculated is None or written.calculated < max(changes)):
+        # A whole second of slack: SQLite's CURRENT_TIMESTAMP (a collector's default) drops the fraction.
+        if changes and (written.calculated is None or written.calculated < max(changes) + _SECOND):
             return (
                 f"{partition} written {_stamp(written.calculated)}, before the last raw change "
                 f"({_stamp(max(changes))})"

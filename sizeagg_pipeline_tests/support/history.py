@@ -8,7 +8,7 @@ retention job (core/test_retention.py, defs/retention/test_job.py).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 import dagster as dg
@@ -41,11 +41,16 @@ AGGREGATES = (schema.database_size_aggregations, schema.instance_size_aggregatio
 Rows = dict[tuple[Any, ...], dict[str, Any]]
 
 
+COLLECTED = datetime(2026, 4, 1, tzinfo=UTC)  # when the collector wrote the history: before any write
+
+
 def six_months(engine: sa.Engine) -> list[int]:
-    """Instances i1..i3 (i3 inactive), two databases each, every day of FIRST..LAST."""
+    """Instances i1..i3 (i3 inactive), two databases each, every day of FIRST..LAST (at COLLECTED)."""
     with engine.begin() as conn:
         ids = add_instances(conn, INSTANCES, inactive=(3,))
         fill_days(conn, ids, FIRST, LAST, databases=DATABASES)
+        for level in LEVELS:
+            conn.execute(sa.update(level.raw).values(collected_at=COLLECTED, created_at=COLLECTED))
     return ids
 
 
