@@ -49,9 +49,15 @@ def six_months(engine: sa.Engine) -> list[int]:
     with engine.begin() as conn:
         ids = add_instances(conn, INSTANCES, inactive=(3,))
         fill_days(conn, ids, FIRST, LAST, databases=DATABASES)
-        for level in LEVELS:
-            conn.execute(sa.update(level.raw).values(collected_at=COLLECTED, created_at=COLLECTED))
+    collected_at(engine, COLLECTED)
     return ids
+
+
+def collected_at(engine: sa.Engine, moment: datetime) -> None:
+    """Every raw row was collected (and created) at `moment`: long before the writes that follow."""
+    with engine.begin() as conn:
+        for level in LEVELS:
+            conn.execute(sa.update(level.raw).values(collected_at=moment, created_at=moment))
 
 
 def windows(period: Period, first: date = FIRST, last: date = LAST) -> list[Window]:
@@ -59,11 +65,11 @@ def windows(period: Period, first: date = FIRST, last: date = LAST) -> list[Wind
     return windows_between(period, window_containing(period, first).key, window_containing(period, last).key)
 
 
-def aggregate_everything(engine: sa.Engine) -> None:
-    """Both levels, all four periods, every window of the history (what a backfill writes)."""
+def aggregate_everything(engine: sa.Engine, first: date = FIRST, last: date = LAST) -> None:
+    """Both levels, all four periods, every window with a day in first..last (what a backfill writes)."""
     for level in LEVELS:
         for period in PERIODS:
-            aggregation.aggregate(engine, level, windows(period))
+            aggregation.aggregate(engine, level, windows(period, first, last))
 
 
 def backfill(
