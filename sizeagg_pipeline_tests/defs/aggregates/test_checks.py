@@ -311,5 +311,5 @@ def test_a_rewrite_that_keeps_purged_slices_warns_and_checks_only_what_it_wrote(
         for name in ("data_count_matches_raw", f"one_row_per_{level}"):
             evaluation = found[(f"{level}_size_weekly", name)]
             assert evaluation.passed, evaluation.description
-            assert evaluation.metadata["windows"].value.startswith(f"weekly {third.start}..")
+            assert str(evaluation.metadata["windows"].value).startswith(f"weekly {third.start}..")
     assert all(e.passed for e in run_checks(dagster_instance, "weekly").values())  # on its own too
