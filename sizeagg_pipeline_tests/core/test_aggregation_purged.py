@@ -21,7 +21,6 @@ import sqlalchemy as sa
 
 from sizeagg_pipeline import defs
 from sizeagg_pipeline.cli.run import run_tick
-from sizeagg_pipeline.core import schema
 from sizeagg_pipeline.core.periods import Period, windows_between
 from sizeagg_pipeline.core.settings import DATABASE_URL_VAR
 from sizeagg_pipeline_tests.support.history import (
@@ -31,12 +30,12 @@ from sizeagg_pipeline_tests.support.history import (
     aggregate_rows,
     backfill,
     counts,
+    origin_months,
     purge_by_delete,
     purge_by_dropping_partitions,
     six_months,
     window_of,
 )
-from sizeagg_pipeline_tests.support.origin_schema import build_origin_schema, disposing_engine
 from sizeagg_pipeline_tests.support.session_rows import assert_ended, records_by_instance
 
 ACTIVE = 2  # i1, i2 (i3 is inactive)
@@ -120,10 +119,7 @@ def test_a_purge_by_delete_keeps_every_slice_it_reaches(
 def origin_history(postgresql_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[sa.Engine]:
     """Origin-shaped tables: raw month partitions October..March; init-db adds sizeagg's own tables."""
     monkeypatch.setenv(DATABASE_URL_VAR, postgresql_url)
-    for engine in disposing_engine(postgresql_url):
-        build_origin_schema(engine, MONTHS, aggregate_months=[])
-        schema.create_missing(engine)
-        yield engine
+    yield from origin_months(postgresql_url)
 
 
 @pytest.mark.postgres

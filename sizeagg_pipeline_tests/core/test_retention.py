@@ -26,10 +26,11 @@ from sizeagg_pipeline_tests.support.history import (
     MONTHS,
     aggregate_everything,
     aggregate_rows,
+    origin_months,
     recorded,
     six_months,
 )
-from sizeagg_pipeline_tests.support.origin_schema import build_origin_schema, disposing_engine, partitions_of
+from sizeagg_pipeline_tests.support.origin_schema import partitions_of
 
 TODAY = date(2026, 8, 15)
 SETTINGS = Retention(raw_months=6, daily_months=6, weekly_months=7)
@@ -205,9 +206,7 @@ def test_a_month_not_fully_summarised_is_refused_naming_what_to_materialize(hist
 def origin_history(postgresql_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[sa.Engine]:
     """Origin-shaped tables (raw month partitions October..March), the history aggregated."""
     monkeypatch.setenv(DATABASE_URL_VAR, postgresql_url)
-    for engine in disposing_engine(postgresql_url):
-        build_origin_schema(engine, MONTHS, aggregate_months=[])
-        schema.create_missing(engine)
+    for engine in origin_months(postgresql_url):
         six_months(engine)
         aggregate_everything(engine)
         yield engine

@@ -22,6 +22,7 @@ from sizeagg_pipeline.core.periods import PERIODS, Period, Window, window_contai
 from sizeagg_pipeline.defs.aggregates.jobs import PERIOD_JOBS
 from sizeagg_pipeline.defs.sessions.vocabulary import BACKFILL_TAG, RANGE_END_TAG, RANGE_START_TAG
 from sizeagg_pipeline_tests.support.data import add_instances, fill_days
+from sizeagg_pipeline_tests.support.origin_schema import build_origin_schema, disposing_engine
 from sizeagg_pipeline_tests.support.session_rows import run_session_job, session_ids_of
 
 FIRST, LAST = date(2025, 10, 1), date(2026, 3, 31)  # Q4 2025 and Q1 2026, every day
@@ -129,6 +130,15 @@ def purge_by_dropping_partitions(engine: sa.Engine, months: list[date]) -> None:
         for level in LEVELS:
             for month in months:
                 conn.exec_driver_sql(f"DROP TABLE {level.raw.name}_{month:%Y_%m}")
+
+
+def origin_months(url: str) -> Iterator[sa.Engine]:
+    """An engine on origin-shaped tables with raw month partitions for MONTHS (none for the
+    aggregates: sizeagg makes them), plus sizeagg's own tables as init-db adds them."""
+    for engine in disposing_engine(url):
+        build_origin_schema(engine, MONTHS, aggregate_months=[])
+        schema.create_missing(engine)
+        yield engine
 
 
 def recorded(engine: sa.Engine) -> Iterator[dict[str, Any]]:
