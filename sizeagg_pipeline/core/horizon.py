@@ -25,6 +25,7 @@ purge, whoever removed them (docs/design.md).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -37,7 +38,7 @@ from .periods import PERIODS, Period, Window, key_range, windows_between
 from .schema import raw_horizons
 from .settings import utc_now
 
-EVERYTHING = date.max  # the horizon of a raw table none of whose rows sizeagg read is left
+EVERYTHING = date.max  # the horizon of a raw table of which no row sizeagg saw is left
 
 
 @dataclass(frozen=True)
@@ -88,8 +89,13 @@ class Horizon:
         return "none" if self.day is None else ("everything" if self.day == EVERYTHING else str(self.day))
 
 
+@functools.cache
 def _horizon_query(level: Level, recorded: bool) -> sa.Select:
-    """One statement, index lookups only: the earliest raw day, the record, each period's first window."""
+    """One statement, index lookups only: the earliest raw day, the record, each period's first window.
+
+    Built once per level (as the write's own statements are), so that each write pays
+    for running it, not for building and compiling it.
+    """
     raw, target, h = level.raw, level.target, raw_horizons
     record = [
         sa.select(column).where(h.c.raw_table == raw.name).scalar_subquery()
