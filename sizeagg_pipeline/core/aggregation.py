@@ -15,6 +15,10 @@ a partition range) for one level, atomically:
    value computed from exact integer sums;
 4. rows of the slice that this write did not touch are deleted.
 
+Windows whose raw data, or whose previous window's, is no longer complete (before
+the raw table's horizon, `core/horizon.py`) are not written at all: their slices stay
+exactly as they are, and the result says which were kept.
+
 Why this shape, measured against one hand-written INSERT … SELECT per window
 (`benchmarks/`): a GROUP BY per window sorts only that window's rows on the
 group keys; a keyed temp table makes the join to the previous window a lookup;
@@ -35,10 +39,11 @@ from datetime import UTC, date, datetime
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from .horizon import Kept, kept_rows, read_horizon, remember_first_raw_day, split_kept
 from .levels import MAX_EXACT_SIZE, Level, level_named
-from .periods import Period, Window
+from .periods import PERIODS, Period, Window
 from .pg_partitions import MissingPartition, ensure_month_partitions, require_partitions
-from .schema import instances, missing_tables
+from .schema import instances, missing_tables, raw_horizons
 
 GROUPS_TABLE = "sizeagg_groups"
 # PostgreSQL planner methods a write turns off for its own statements (see write_windows).
@@ -73,10 +78,18 @@ class WriteResult:
     updated: int
     deleted: int
     instances: int
+    kept: Kept | None = None  # the leading windows left as they were (the raw horizon)
 
     @property
     def rows(self) -> int:
         return self.inserted + self.updated
+
+    @property
+    def read_from(self) -> date | None:
+        """The first raw day this write read (the window before its first written one); None: none."""
+        if self.kept is None:
+            return self.first.previous().start
+        return None if self.kept.last == self.last else self.kept.last.start
 
     @property
     def window_text(self) -> str:
@@ -292,6 +305,22 @@ def _one_writer_per_slice(conn: sa.Connection, level: Level, period: Period) -> 
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(WRITE_LOCK_CLASS, key)))
 
 
+def wait_for_writers(engine: sa.Engine, level: Level) -> None:
+    """PostgreSQL: wait until every write of `level` that may have read an older horizon has committed.
+
+    Each period's writer lock is taken and released in turn, in a transaction of its
+    own: a write holds its lock from before it reads the horizon until it commits, so
+    once all four were free, every write still running read the horizon recorded
+    before this call (core/retention.py). SQLite's BEGIN IMMEDIATE already serialises
+    the record with every write.
+    """
+    if engine.dialect.name != "postgresql":
+        return
+    for period in PERIODS:
+        with engine.begin() as conn:
+            _one_writer_per_slice(conn, level, period)
+
+
 def _has_upsert_key(conn: sa.Connection, level: Level) -> bool:
     """Does the aggregate table have the unique key the upsert's ON CONFLICT names?
 
@@ -310,14 +339,21 @@ def _has_upsert_key(conn: sa.Connection, level: Level) -> bool:
     return wanted in keys
 
 
-def check_tables(conn: sa.Connection, level: Level) -> None:
-    missing = missing_tables(conn, (instances, level.raw, level.target))
-    if missing:
+def check_tables(conn: sa.Connection, level: Level) -> bool:
+    """Fail, naming them, when tables a write needs are missing; True when `raw_horizons` exists.
+
+    `raw_horizons` (init-db creates it) only makes the horizon sharper: a database
+    upgraded without init-db still writes, with the horizon the aggregates tell.
+    """
+    missing = missing_tables(conn, (instances, level.raw, level.target, raw_horizons))
+    required = [name for name in missing if name != raw_horizons.name]
+    if required:
         url = conn.engine.url.render_as_string(hide_password=True)
         raise MissingTable(
-            f"table(s) {', '.join(missing)} missing in {url}: "
+            f"table(s) {', '.join(required)} missing in {url}: "
             "create them with `sizeagg init-db` (the raw tables are the collector's)"
         )
+    return raw_horizons.name not in missing
 
 
 def _write_window(
@@ -412,16 +448,46 @@ def write_windows(
     more than two windows, so memory stays flat however long a range is. Runs inside the
     caller's transaction: on any error the caller's rollback leaves every slice
     as it was.
+
+    The leading windows whose previous window starts before the raw table's horizon
+    are not read or written: their slices are kept as they are (`core/horizon.py`).
+    The horizon is read after the writers' lock, so a retention that records a new
+    horizon and then waits for that lock never deletes raw rows under a write.
     """
     if not windows:
         raise ValueError("no windows to aggregate")
     period = windows[0].period
     if any(w.period != period for w in windows):
         raise ValueError("windows of one write must share a period type")
-    check_tables(conn, level)
-    require_partitions(conn, level.target.name, "period_start", [w.start for w in windows])
+    recorded = check_tables(conn, level)
     _one_writer_per_slice(conn, level, period)
-    now = now or datetime.now(UTC)
+    horizon = read_horizon(conn, level, recorded)
+    remember_first_raw_day(conn, horizon)
+    kept_windows, written_windows = split_kept(horizon, windows)
+    kept = kept_rows(conn, level, horizon, kept_windows)
+    if not written_windows:
+        return WriteResult(level.name, period, windows[0], windows[-1], 0, 0, 0, 0, kept)
+    require_partitions(conn, level.target.name, "period_start", [w.start for w in written_windows])
+    written, deleted, existing, covered = _write(conn, level, written_windows, now or datetime.now(UTC))
+    updated = existing - deleted
+    return WriteResult(
+        level=level.name,
+        period=period,
+        first=windows[0],
+        last=windows[-1],
+        inserted=written - updated,
+        updated=updated,
+        deleted=deleted,
+        instances=covered,
+        kept=kept,
+    )
+
+
+def _write(
+    conn: sa.Connection, level: Level, windows: Sequence[Window], now: datetime
+) -> tuple[int, int, int, int]:
+    """Write `windows` (rows written, stale rows deleted, rows the slice held, instances covered)."""
+    period = windows[0].period
     first, last = windows[0], windows[-1]
     target = level.target
 
@@ -482,17 +548,7 @@ def write_windows(
     if conn.dialect.name == "postgresql":
         for setting in PLANNER_OFF:
             conn.execute(sa.text(f"SET LOCAL {setting} TO DEFAULT"))
-    updated = existing - deleted
-    return WriteResult(
-        level=level.name,
-        period=period,
-        first=first,
-        last=last,
-        inserted=written - updated,
-        updated=updated,
-        deleted=deleted,
-        instances=len(covered),
-    )
+    return written, deleted, existing, len(covered)
 
 
 def _explain_write_error(

@@ -9,6 +9,10 @@ aggregated invalidates exactly these partitions of its level (database_size_stat
 feeds the database-level assets, instance_size_stats the instance-level ones): the
 daily, weekly, monthly and quarterly windows containing it, and the window after
 each of them, whose "previous window" comparison reads the changed day.
+
+A purge changes the fingerprints of old days too (their rows vanish). Days before
+the raw table's horizon, and windows whose previous window starts before it, are
+never re-materialized: their slices are kept as they are (`core/horizon.py`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from datetime import date
 
 import sqlalchemy as sa
 
+from .horizon import Horizon
 from .levels import LEVELS
 from .periods import PERIODS, Period, Window, window_containing
 
@@ -69,7 +74,9 @@ def changed_days(before: Fingerprints, after: Fingerprints, since: date) -> dict
 
 
 def affected_windows(
-    changed: Mapping[str, Iterable[date]], materialized: Mapping[str, Mapping[Period, set[str]]]
+    changed: Mapping[str, Iterable[date]],
+    materialized: Mapping[str, Mapping[Period, set[str]]],
+    horizons: Mapping[str, Horizon] | None = None,
 ) -> LateDataPlan:
     """The partitions to re-materialize for changed raw days, per level.
 
@@ -78,17 +85,21 @@ def affected_windows(
     day not aggregated yet is the next tick's or a backfill's business. For each
     such day: the window of every period containing it and the next window (whose
     previous-window comparison it feeds), each only if that level materialized it
-    before (nothing new is computed).
+    before (nothing new is computed), and none the level's horizon keeps (`horizons`,
+    level → horizon; a purge is not late data).
     """
     result: dict[Period, dict[Window, set[str]]] = defaultdict(lambda: defaultdict(set))
     for level, days in changed.items():
         done = materialized.get(level, {})
+        horizon = (horizons or {}).get(level)
         for day in days:
             if day.isoformat() not in done.get(Period.DAILY, set()):
                 continue
             for period in PERIODS:
                 window = window_containing(period, day)
                 for candidate in (window, window.next()):
+                    if horizon is not None and horizon.keeps(candidate):
+                        continue
                     if candidate.key in done.get(period, set()):
                         result[period][candidate].add(level)
     return {

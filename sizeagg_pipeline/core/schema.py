@@ -1,5 +1,5 @@
-"""The one module that knows the schema: the seven tables of docs/contract.md, and the
-`capacity_forecasts` table the forecast asset writes.
+"""The one module that knows the schema: the seven tables of docs/contract.md, the
+`capacity_forecasts` table the forecast asset writes, and `raw_horizons` (retention).
 
 Table and column names are the origin platform's, so sizeagg can be pointed at an
 existing database of that platform. Every default lives in the database (other
@@ -265,6 +265,19 @@ sa.Index(
     unique=True,
     postgresql_where=capacity_forecasts.c.database_name.is_(None),
     sqlite_where=capacity_forecasts.c.database_name.is_(None),
+)
+
+# sizeagg's memory of each raw table's history (issue 16; not an origin table), one row per
+# raw table: the earliest raw day an aggregate write ever read, and the day before which
+# sizeagg's own retention deleted every raw row. core/horizon.py reads them, with the
+# table itself and the aggregates, to tell purged raw data from data never collected.
+raw_horizons = sa.Table(
+    "raw_horizons",
+    metadata,
+    sa.Column("raw_table", sa.String(255), primary_key=True),
+    sa.Column("first_raw_day", sa.Date),
+    sa.Column("purged_before", sa.Date),
+    _ts("updated_at", nullable=False, default_now=True),
 )
 
 RAW_TABLES = (instances, database_size_stats, instance_size_stats)

@@ -27,6 +27,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from .horizon import kept_in_slices
 from .levels import LEVELS
 from .periods import Period, key_range
 from .schema import (
@@ -247,7 +248,11 @@ def complete_session(
     details: Mapping[str, Any],
     levels: WrittenLevels | None = None,
 ) -> SessionSummary:
-    """Every period succeeded: complete each record with what was written for its instance."""
+    """Every period succeeded: complete each record with what was written for its instance.
+
+    Slices kept because of the raw horizon (core/horizon.py) are still the instance's
+    rows in the execution's slices; `sync_details["kept"]` names them and why.
+    """
     if not _lock_running(conn, session_id):
         return get_session(conn, session_id)
     partitions = {
@@ -255,6 +260,8 @@ def complete_session(
         for period, ranges in slices.items()
     }
     written = items_by_instance(conn, slices, levels)
+    # Windows left as they were because their raw data is gone: named on every record.
+    kept = [str(k) for k in kept_in_slices(conn, slices, levels)]
     records = sync_instance_records.c
     instance_ids = conn.execute(
         sa.select(records.instance_id).where(records.session_id == session_id, records.status.in_(UNFINISHED))
@@ -273,7 +280,7 @@ def complete_session(
                 "instance_rows": instance_rows,
             }
             items += database_rows + instance_rows
-        instance_details = {**details, "periods": per_period}
+        instance_details = {**details, "periods": per_period, **({"kept": kept} if kept else {})}
         if items == 0:
             instance_details["note"] = "no raw data in any window of this execution: nothing to aggregate"
         params.append({"b_instance_id": instance_id, "b_items": items, "b_details": instance_details})

@@ -25,6 +25,9 @@ JANITOR_INTERVAL_VAR = "SIZEAGG_JANITOR_INTERVAL_SECONDS"
 OBSERVE_INTERVAL_VAR = "SIZEAGG_OBSERVE_INTERVAL_SECONDS"
 MAX_RUNTIME_VAR = "SIZEAGG_SESSION_MAX_RUNTIME_SECONDS"
 LATE_DATA_DAYS_VAR = "SIZEAGG_LATE_DATA_DAYS"
+RAW_RETENTION_VAR = "SIZEAGG_RAW_RETENTION_MONTHS"
+DAILY_RETENTION_VAR = "SIZEAGG_DAILY_RETENTION_MONTHS"
+WEEKLY_RETENTION_VAR = "SIZEAGG_WEEKLY_RETENTION_MONTHS"
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 DEFAULT_START_DATE = "2024-01-01"
@@ -163,8 +166,57 @@ def operations() -> Operations:
     )
 
 
+@dataclass(frozen=True)
+class Retention:
+    """What `retention_job` drops, in whole months before the current one (None: nothing)."""
+
+    raw_months: int | None  # raw rows of both raw tables
+    daily_months: int | None  # daily aggregates
+    weekly_months: int | None  # weekly aggregates (monthly and quarterly are kept forever)
+
+
+# The shortest retention each setting accepts, and why.
+RETENTION_MINIMUMS = {
+    # The quarter after a dropped month must have closed before its comparison with
+    # that month is kept for good (core/retention.py): two quarters always suffice.
+    RAW_RETENTION_VAR: (6, "two quarters, so that the quarter after a dropped month has closed"),
+    DAILY_RETENTION_VAR: (3, "a quarter"),
+    WEEKLY_RETENTION_VAR: (3, "a quarter"),
+}
+
+
+def _months_var(name: str) -> int | None:
+    raw = (os.environ.get(name) or "off").strip()
+    if raw.lower() == "off":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadSetting(f"{name}={raw!r} is not a whole number of months: give one, or `off`") from None
+    minimum, why = RETENTION_MINIMUMS[name]
+    if value < 0:
+        raise BadSetting(f"{name}={value} is negative: give at least {minimum} months, or `off`")
+    if value < minimum:
+        raise BadSetting(f"{name}={value} is shorter than {why}: give at least {minimum} months, or `off`")
+    return value
+
+
+def retention() -> Retention:
+    """The retention settings; read (and checked) each time the retention job starts.
+
+    Off by default: sizeagg never deletes a collector's rows or its own aggregates
+    unless told to.
+    """
+    return Retention(
+        raw_months=_months_var(RAW_RETENTION_VAR),
+        daily_months=_months_var(DAILY_RETENTION_VAR),
+        weekly_months=_months_var(WEEKLY_RETENTION_VAR),
+    )
+
+
 def check() -> None:
     """Read every setting now: the Dagster layer reads them at import time, where an error
     would surface as a traceback (raises `BadSetting`)."""
     calendar()
     operations()
+    retention()

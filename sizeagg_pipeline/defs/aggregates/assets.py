@@ -15,7 +15,7 @@ from ...core.levels import LEVELS, Level
 from ...core.periods import PERIODS, Period
 from ...core.settings import database_url
 from ..resources import AppDatabase
-from .checks import raw_check_result, raw_check_spec
+from .checks import history_check_result, history_check_spec, raw_check_result, raw_check_spec
 from .lineage import aggregate_metadata, raw_metadata
 from .metadata import materialization_metadata
 from .partitions import PARTITIONS, context_windows
@@ -54,7 +54,8 @@ def _build_aggregate(level: Level, period: Period) -> dg.AssetsDefinition:
             f"{level.label}-level {period} aggregates of {raw.key.to_user_string()}: "
             f"one row per {' and '.join(level.keys)} with raw rows in {_PERIOD_TEXT[period]}, "
             f"compared with the previous {period} window, in {level.target.name}. "
-            "Re-running a partition rewrites exactly its slice."
+            "Re-running a partition rewrites exactly its slice; a slice whose raw data (or the "
+            "previous window's) is gone is kept as it is."
         ),
         partitions_def=PARTITIONS[period],
         deps=[raw],
@@ -64,7 +65,7 @@ def _build_aggregate(level: Level, period: Period) -> dg.AssetsDefinition:
         kinds=KINDS,
         pool=APP_DB_POOL,
         metadata={**aggregate_metadata(level), "period_type": period.value},
-        check_specs=[raw_check_spec(level, period)],
+        check_specs=[raw_check_spec(level, period), history_check_spec(level, period)],
     )
     def _asset(
         context: dg.AssetExecutionContext, db: AppDatabase
@@ -76,11 +77,14 @@ def _build_aggregate(level: Level, period: Period) -> dg.AssetsDefinition:
             # The blocking check fails; the write rolled back, nothing of the partition exists.
             yield raw_check_result(level, windows, exc.violations)
             raise dg.Failure(description=str(exc)) from exc
-        yield raw_check_result(level, windows, None)
+        yield raw_check_result(level, windows, None, result)
         context.log.info(
             f"{level.target.name} {period} {result.window_text}: {result.inserted} inserted, "
             f"{result.updated} updated, {result.deleted} deleted, {result.instances} instances"
         )
+        if result.kept is not None:
+            context.log.warning(str(result.kept))
+        yield history_check_result(level, result)
         yield dg.MaterializeResult(metadata=materialization_metadata(db.engine, level, result))
 
     return _asset

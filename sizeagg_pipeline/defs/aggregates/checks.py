@@ -10,7 +10,11 @@
 * ``data_count_matches_raw`` and ``one_row_per_<level>`` (on every aggregate asset):
   run after the write in the same run, over the run's windows; launched on their own
   (the Checks tab's "Execute") they check the windows of the last `lookback_days`
-  days, which is how late raw rows show up as stale aggregates.
+  days, which is how late raw rows show up as stale aggregates. Windows kept because
+  their raw data is gone (`core/horizon.py`) are not compared with what is left.
+* ``complete_raw_history`` (on every aggregate asset, WARN, emitted by the write): did
+  this materialization compute every window from complete raw data, or keep some
+  slices as they were because raw data before the horizon is gone?
 
 All of them are set-based SQL in `core/quality.py`; this module only wires them.
 """
@@ -23,7 +27,8 @@ import sqlalchemy as sa
 from pydantic import Field
 
 from ...core import quality
-from ...core.aggregation import Violations
+from ...core.aggregation import Violations, WriteResult
+from ...core.horizon import read_horizon
 from ...core.levels import LEVELS, Level
 from ...core.periods import PERIODS, Period, Window, window_containing, windows_between
 from ...dagster_private import Metadata
@@ -31,6 +36,7 @@ from ..resources import AppDatabase
 from .partitions import CALENDAR
 
 RAW_CHECK = "raw_rows_valid"
+HISTORY_CHECK = "complete_raw_history"
 RAW_TABLE_CHECK = "no_invalid_rows"
 DATA_COUNT_CHECK = "data_count_matches_raw"
 
@@ -77,13 +83,18 @@ def raw_check_spec(level: Level, period: Period) -> dg.AssetCheckSpec:
 
 
 def raw_check_result(
-    level: Level, windows: Sequence[Window], violations: Violations | None
+    level: Level, windows: Sequence[Window], violations: Violations | None, result: WriteResult | None = None
 ) -> dg.AssetCheckResult:
     """`raw_rows_valid` as the write's own validation found it: no second scan of the raw rows.
 
-    `violations` is None when the write validated its rows and went ahead.
+    `violations` is None when the write validated its rows and went ahead (`result`).
     """
     first, last = windows[0].previous().start, windows[-1].end
+    if result is not None and result.read_from is None:
+        finding = quality.Finding(True, f"this write read no {level.raw.name} rows: {result.kept}")
+        return check_result(finding, RAW_CHECK, rows_read="none")
+    if result is not None and result.read_from is not None:
+        first = result.read_from
     where = f"collected_date {first}..{last}"
     if violations is None:
         finding = quality.Finding(
@@ -94,6 +105,37 @@ def raw_check_result(
     else:
         finding = quality.raw_finding(violations, where)
     return check_result(finding, RAW_CHECK, rows_read=f"{first}..{last}")
+
+
+def history_check_spec(level: Level, period: Period) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        HISTORY_CHECK,
+        asset=level.asset_name(period),
+        description=(
+            f"Every window this materialization covered was computed from complete {level.raw.name} "
+            "rows. WARN when some slices were kept exactly as they were because the raw data of their "
+            "window, or of the window before, is gone (the raw table's horizon): nothing was lost, "
+            "but those slices were not recomputed."
+        ),
+    )
+
+
+def history_check_result(level: Level, result: WriteResult) -> dg.AssetCheckResult:
+    """`complete_raw_history` of one write: passed, or WARN naming the kept slices and why."""
+    kept = result.kept
+    metadata: Metadata = {"windows": result.window_text}
+    if kept is None:
+        description = f"every window was computed from complete {level.raw.name} rows"
+    else:
+        description = str(kept)
+        metadata |= {"kept_partitions": kept.partitions, "kept_rows": kept.rows}
+    return dg.AssetCheckResult(
+        check_name=HISTORY_CHECK,
+        passed=kept is None,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=description,
+        metadata=metadata,
+    )
 
 
 # --------------------------------------------------------------------------- after the write
@@ -112,14 +154,21 @@ class WindowCheckConfig(dg.Config):
 def _check_windows(
     context: dg.AssetCheckExecutionContext, conn: sa.Connection, level: Level, period: Period, lookback: int
 ) -> list[Window]:
-    """The run's windows; on its own, the recent windows that were materialized."""
+    """The run's windows, or on its own the recent materialized ones; never those kept by the horizon.
+
+    A kept slice was not recomputed from the raw rows that are left, so comparing it
+    with them would only report the purge (`complete_raw_history` says it instead).
+    """
     if context.has_partition_key or context.has_partition_key_range:
         key_range = context.partition_key_range
-        return windows_between(period, key_range.start, key_range.end)
-    today = CALENDAR.today()
-    first = window_containing(period, today - timedelta(days=max(lookback, 0)))
-    recent = windows_between(period, first.key, window_containing(period, today).key)
-    return quality.materialized_windows(conn, level, recent)
+        windows = windows_between(period, key_range.start, key_range.end)
+    else:
+        today = CALENDAR.today()
+        first = window_containing(period, today - timedelta(days=max(lookback, 0)))
+        recent = windows_between(period, first.key, window_containing(period, today).key)
+        windows = quality.materialized_windows(conn, level, recent)
+    horizon = read_horizon(conn, level)
+    return [w for w in windows if not horizon.keeps(w)]
 
 
 def _build_window_checks(level: Level, period: Period) -> dg.AssetChecksDefinition:
@@ -155,7 +204,7 @@ def _build_window_checks(level: Level, period: Period) -> dg.AssetChecksDefiniti
         text = (
             f"{windows[0].period} {windows[0].start}..{windows[-1].end}"
             if windows
-            else ("none materialized in the lookback")
+            else "none materialized in the lookback, or all kept beyond the raw horizon"
         )
         yield check_result(data_count, DATA_COUNT_CHECK, asset, windows=text)
         yield check_result(coverage, coverage_check_name(level), asset, windows=text)

@@ -1,4 +1,4 @@
-"""What an aggregate's materialization shows in the UI: counts, a preview, growth leaders."""
+"""What the UI shows of a materialization (counts, a preview, growth leaders) and of a raw table's horizon."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sqlalchemy as sa
 
 from ...core import charts
 from ...core.aggregation import WriteResult
+from ...core.horizon import Horizon
 from ...core.levels import Level
 from ...core.periods import Period, key_range
 from ...dagster_private import Metadata
@@ -47,6 +48,14 @@ def _growth(engine: sa.Engine, level: Level, result: WriteResult) -> Metadata:
     }
 
 
+def _kept(result: WriteResult) -> Metadata:
+    """The slices the write kept as they were (core/horizon.py), when there are any."""
+    kept = result.kept
+    if kept is None:
+        return {}
+    return {"kept": str(kept), "kept_partitions": kept.partitions, "kept_rows": kept.rows}
+
+
 def materialization_metadata(engine: sa.Engine, level: Level, result: WriteResult) -> Metadata:
     return {
         "dagster/row_count": result.rows,
@@ -59,5 +68,16 @@ def materialization_metadata(engine: sa.Engine, level: Level, result: WriteResul
         "preview": dg.MetadataValue.md(_preview(engine, level, result)),
         # Materialization metadata too: the UI's column-lineage view reads the latest event.
         "dagster/column_lineage": aggregate_lineage(level),
+        **_kept(result),
         **_growth(engine, level, result),
+    }
+
+
+def horizon_metadata(horizon: Horizon) -> Metadata:
+    """A raw table's horizon, as the observations of its raw asset show it (core/horizon.py)."""
+    return {
+        "horizon": horizon.text(),
+        "earliest_raw_day": str(horizon.earliest_raw_day or "none"),
+        "kept_before_horizon": horizon.gone,
+        "why": horizon.why,
     }

@@ -73,7 +73,12 @@ def test_every_check_passes_on_good_data(
         assert set(found) == {
             (f"{level}_size_{period}", name)
             for level in ("database", "instance")
-            for name in ("raw_rows_valid", "data_count_matches_raw", f"one_row_per_{level}")
+            for name in (
+                "raw_rows_valid",
+                "complete_raw_history",
+                "data_count_matches_raw",
+                f"one_row_per_{level}",
+            )
         }
         assert all(e.passed for e in found.values()), [e.description for e in found.values()]
     gate = evaluations(daily)[("database_size_daily", "raw_rows_valid")]
@@ -277,3 +282,34 @@ def add_instances_after(conn: sa.Connection, count: int) -> list[int]:
     )
     ids = conn.execute(sa.select(schema.instances.c.id).order_by(schema.instances.c.id)).scalars().all()
     return list(ids[existing:])
+
+
+# --------------------------------------------------------------------------- the raw horizon
+
+
+def test_a_rewrite_that_keeps_purged_slices_warns_and_checks_only_what_it_wrote(
+    engine: sa.Engine, data: Data, dagster_instance: dg.DagsterInstance
+) -> None:
+    assert run_period(dagster_instance, Period.WEEKLY, data.last, first_day=data.first).success
+    first_week = window_containing(Period.WEEKLY, data.first)
+    horizon = first_week.next().start  # the first week's raw rows go: it and the week after are kept
+    with engine.begin() as conn:
+        for raw in (schema.database_size_stats, schema.instance_size_stats):
+            conn.execute(sa.delete(raw).where(raw.c.collected_date < horizon))
+
+    again = run_period(dagster_instance, Period.WEEKLY, data.last, first_day=data.first)
+    assert again.success
+    found = {(e.asset_key.to_user_string(), e.check_name): e for e in again.get_asset_check_evaluations()}
+    kept = found[("database_size_weekly", "complete_raw_history")]
+    assert not kept.passed and kept.severity == dg.AssetCheckSeverity.WARN
+    assert kept.description == (
+        f"kept 12 rows of weekly {first_week.key}...{horizon} (2 partitions) in "
+        f"database_size_aggregations: raw data before {horizon} is gone"
+    )
+    third = first_week.next().next()
+    for level in ("database", "instance"):
+        for name in ("data_count_matches_raw", f"one_row_per_{level}"):
+            evaluation = found[(f"{level}_size_weekly", name)]
+            assert evaluation.passed, evaluation.description
+            assert str(evaluation.metadata["windows"].value).startswith(f"weekly {third.start}..")
+    assert all(e.passed for e in run_checks(dagster_instance, "weekly").values())  # on its own too

@@ -173,3 +173,51 @@ def test_corrected_day_re_materializes_exactly_the_affected_partitions(
     }
     assert periods["weekly"]["partitions"] == ["2026-03-02...2026-03-09"]
     assert [r["items_synced"] for r in records] == [12, 12]  # database rows: (2 + 2 + 1 + 1) x 2 databases
+
+
+def test_a_purge_is_not_late_data_and_moves_the_raw_assets_horizon(
+    data: sa.Engine, dagster_instance: dg.DagsterInstance
+) -> None:
+    """The platform drops February: its days vanish from the fingerprints, nothing is re-run."""
+    for period, (first, last) in {
+        "daily": ("2026-02-16", "2026-03-18"),
+        "weekly": ("2026-02-16", "2026-03-16"),
+        "monthly": ("2026-02-01", "2026-03-01"),
+        "quarterly": ("2026-01-01", "2026-01-01"),
+    }.items():
+        tags = {vocabulary.RANGE_START_TAG: first, vocabulary.RANGE_END_TAG: last}
+        job = defs.resolve_job_def(f"{period}_aggregation_job")
+        assert job.execute_in_process(run_config=QUIET, instance=dagster_instance, tags=tags).success
+    baseline = late_sensor.observe_tick(dagster_instance, data, None, NOW, 120)
+    assert [(e.asset_key.to_user_string(), e.metadata["horizon"].value) for e in baseline.asset_events] == [
+        ("database_size_stats", "none"),
+        ("instance_size_stats", "none"),
+    ]
+
+    with data.begin() as conn:
+        for raw in (schema.database_size_stats, schema.instance_size_stats):
+            conn.execute(sa.delete(raw).where(raw.c.collected_date < date(2026, 3, 1)))
+    purged = late_sensor.observe_tick(dagster_instance, data, baseline.cursor, NOW, 120)
+    assert not purged.run_requests
+    assert purged.skip_reason is not None and purged.skip_reason.skip_message is not None
+    assert purged.skip_reason.skip_message.startswith(
+        "changed, not aggregated yet or kept beyond the raw horizon"
+    )
+    assert [
+        (e.asset_key.to_user_string(), e.metadata["horizon"].value, e.metadata["kept_before_horizon"].value)
+        for e in purged.asset_events
+    ] == [
+        ("database_size_stats", "2026-03-01", "raw data before 2026-03-01 is gone"),
+        ("instance_size_stats", "2026-03-01", "raw data before 2026-03-01 is gone"),
+    ]
+    assert not late_sensor.observe_tick(dagster_instance, data, purged.cursor, NOW, 120).asset_events
+
+    # a correction of the horizon's own day: only what does not read the purged days is re-run
+    with data.begin() as conn:
+        conn.execute(
+            sa.update(DB).where(DB.c.collected_date == date(2026, 3, 1)).values(size_mb=DB.c.size_mb + 1)
+        )
+    corrected = late_sensor.observe_tick(dagster_instance, data, purged.cursor, NOW, 120)
+    assert [(r.job_name, r.partition_key) for r in corrected.run_requests or []] == [
+        ("daily_aggregation_job", "2026-03-02")  # 03-01 itself, its week, March and Q1 compare with February
+    ]

@@ -1,0 +1,1 @@
+"""Tests of `sizeagg_pipeline/defs/forecast/`: the capacity forecast asset."""
