@@ -10,7 +10,9 @@ It adds only what is missing and says what it found:
   a problem, reported as such);
 * the one thing added to an existing table is the unique key of an aggregate table
   that lacks it (the origin's first DDL did): without it `INSERT … ON CONFLICT`
-  cannot work. It gets the origin's name and column order.
+  cannot work. It gets the origin's name and column order;
+* sessions written before `sizeagg_executions` existed are linked to their
+  executions there, once (`sessions.link_existing_sessions`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-from . import schema
+from . import schema, sessions
 from .pg_partitions import partitioning
 
 # Origin names and column order (docs/postgres.md) of the keys sizeagg upserts on.
@@ -172,4 +174,8 @@ def init_db(engine: sa.Engine) -> InitDbReport:
             report.problems += problems
     created = schema.create_missing(engine)
     report.created = created.created
+    with engine.begin() as conn:
+        linked = sessions.link_existing_sessions(conn)
+    if linked:
+        report.added.append(f"links of {linked} existing sessions to their executions in sizeagg_executions")
     return report
