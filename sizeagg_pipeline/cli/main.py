@@ -92,12 +92,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise BadPartitionKey(f"--date {days[0]} is before the first partition ({start}, SIZEAGG_START_DATE)")
     warnings.filterwarnings("ignore", module="dagster")
     from .. import defs
-    from .run import run_tick
+    from .run import Runner
 
     failed = 0
-    with _dagster_instance() as instance:
+    with _dagster_instance() as instance, Runner(defs, instance) as runner:
         for day in days:
-            summary = run_tick(defs, instance, day)
+            summary = runner.tick(day)
             print(f"{day}: {summary}", flush=True)
             failed += summary.status != sessions.SessionStatus.COMPLETED
     return 1 if failed else 0
