@@ -23,6 +23,7 @@ JANITOR_INTERVAL_VAR = "SIZEAGG_JANITOR_INTERVAL_SECONDS"
 OBSERVE_INTERVAL_VAR = "SIZEAGG_OBSERVE_INTERVAL_SECONDS"
 MAX_RUNTIME_VAR = "SIZEAGG_SESSION_MAX_RUNTIME_SECONDS"
 LATE_DATA_DAYS_VAR = "SIZEAGG_LATE_DATA_DAYS"
+RUN_RETENTION_VAR = "SIZEAGG_RUN_RETENTION_DAYS"
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 DEFAULT_START_DATE = "2024-01-01"
@@ -103,6 +104,7 @@ class Operations:
     observe_interval: int  # seconds between observations of the raw tables
     session_max_runtime: int  # a running session older than this is finalised failed
     late_data_days: int  # how many recent days the raw-table observation covers
+    run_retention_days: int  # Dagster runs older than this are deleted (defs/housekeeping/)
 
 
 def _int_var(name: str, default: int, minimum: int) -> int:
@@ -135,4 +137,6 @@ def operations() -> Operations:
         # so run monitoring ends a slow run before the janitor gives up on its session.
         session_max_runtime=_int_var(MAX_RUNTIME_VAR, 7800, 1),
         late_data_days=_int_var(LATE_DATA_DAYS_VAR, 120, 1),
+        # At least 8: the backfill closer still reads the runs of the last 7 days' backfills.
+        run_retention_days=_int_var(RUN_RETENTION_VAR, 90, 8),
     )
