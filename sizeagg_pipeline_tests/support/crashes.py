@@ -173,13 +173,24 @@ def start_holders(
                 count(engine, RUNNING_SESSIONS) == count_
                 and claimed_by(instance, [p.pid for p in procs]) == count_
             ),
-            timeout=240,
+            timeout=360,
             what=f"{count_} session steps holding their sessions and slots",
         )
+    except TimeoutError as exc:
+        kill(procs)
+        raise TimeoutError(f"{exc}; runs by pid: {runs_by_process(instance)}") from None
     except BaseException:
         kill(procs)
         raise
     return procs
+
+
+def runs_by_process(instance: dg.DagsterInstance) -> dict[str, list[str]]:
+    """pid → its runs' jobs and statuses (what a timeout reports)."""
+    found: dict[str, list[str]] = {}
+    for run in instance.get_runs():
+        found.setdefault(run.tags.get(PID_TAG, "-"), []).append(f"{run.job_name} {run.status.value}")
+    return found
 
 
 @contextlib.contextmanager
