@@ -135,6 +135,7 @@ class Runner:
         """Renew the heartbeat of the run being executed; say (and heal) what it waits for."""
         beat_at, healed_at = time.monotonic(), float("-inf")
         said: tuple[str | None, float] = (None, 0.0)  # the run last spoken of, and when
+        trouble = ""  # the last error said, so an outage is said once, not every 2 s
         while not self._stop.wait(WATCH_INTERVAL):
             run_id = self._current
             if run_id is None:
@@ -153,7 +154,9 @@ class Runner:
                     self._heal()
                     healed_at = time.monotonic()
             except Exception as exc:  # the instance is briefly unreachable: look again next time
-                self._say(f"could not check on run {run_id[:8]}: {type(exc).__name__}: {exc}")
+                if f"{type(exc).__name__}: {exc}" != trouble:
+                    trouble = f"{type(exc).__name__}: {exc}"
+                    self._say(f"could not check on run {run_id[:8]}: {trouble}")
 
     def tick(
         self,
