@@ -128,14 +128,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not args.verbose:
             warnings.filterwarnings("ignore", module="dagster")
         from ..definitions import defs
-        from .run import run_tick
+        from .run import Runner
 
         failed = 0
-        with _dagster_instance() as instance:
+        with (
+            _dagster_instance() as instance,
+            Runner(
+                defs, instance, verbose=args.verbose, progress=lambda line: print(line, flush=True)
+            ) as runner,
+        ):
             for day in days:
-                summary = run_tick(
-                    defs, instance, day, verbose=args.verbose, progress=lambda line: print(line, flush=True)
-                )
+                summary = runner.tick(day)
                 print(f"{day}: {summary}", flush=True)
                 if summary.status != sessions.SessionStatus.COMPLETED:
                     failed += 1

@@ -15,6 +15,9 @@ It adds only what is missing and says what it found:
   saving the views that read it and before re-creating them as they were
   (core/pg_views.py). Widening a numeric's precision at the same scale rewrites no row.
 
+* sessions written before `sizeagg_executions` existed are linked to their
+  executions there, once (`sessions.link_existing_sessions`).
+
 All of it is one transaction, rolled back when there is any problem: a report with
 a PROBLEM line has changed nothing (PostgreSQL and SQLite DDL are transactional).
 """
@@ -25,7 +28,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-from . import pg_views, schema
+from . import pg_views, schema, sessions
 from .pg_partitions import partitioning
 
 # Origin names and column order (docs/postgres.md) of the keys sizeagg upserts on.
@@ -266,6 +269,11 @@ def init_db(engine: sa.Engine, *, upgrade: bool = False) -> InitDbReport:
         if report.narrow:
             _widen(conn, report, upgrade)
         report.created = schema.create_missing(conn).created
+        linked = sessions.link_existing_sessions(conn)
+        if linked:
+            report.added.append(
+                f"links of {linked} existing sessions to their executions in sizeagg_executions"
+            )
         if report.problems:
             transaction.rollback()
     return report

@@ -1,5 +1,6 @@
 """The one module that knows the schema: the seven tables of docs/contract.md, the
-`capacity_forecasts` table the forecast asset writes, and `raw_horizons` (retention).
+`capacity_forecasts` table the forecast asset writes, `raw_horizons` (retention), and
+`sizeagg_executions`, which links executions to their sessions.
 
 Table and column names are the origin platform's, so sizeagg can be pointed at an
 existing database of that platform. Every default lives in the database (other
@@ -278,6 +279,26 @@ raw_horizons = sa.Table(
     sa.Column("first_raw_day", sa.Date),
     sa.Column("purged_before", sa.Date),
     _ts("updated_at", nullable=False, default_now=True),
+)
+
+# sizeagg's own link between an aggregation execution, its session and the run of its
+# session step (issue 18; not an origin table). The origin's sync_instance_records is
+# shared with its other sync categories and grows with every session: looking an
+# execution up there meant scanning JSON text, so every lookup goes through the
+# indexed keys here instead. `owner` names the `sizeagg run` process that runs an
+# execution in process (registered before its first run), so an execution whose
+# process died before it had a session can be found and ended. No foreign key: the
+# origin's sync_sessions is not sizeagg's to constrain.
+sizeagg_executions = sa.Table(
+    "sizeagg_executions",
+    metadata,
+    sa.Column("execution_id", sa.String(255), primary_key=True),
+    sa.Column("session_id", sa.String(36)),
+    sa.Column("session_run_id", sa.String(64)),
+    sa.Column("owner", sa.Text),
+    _ts("created_at", nullable=False, default_now=True),
+    sa.Index("uq_sizeagg_executions_session_id", "session_id", unique=True),
+    sa.Index("ix_sizeagg_executions_session_run_id", "session_run_id"),
 )
 
 RAW_TABLES = (instances, database_size_stats, instance_size_stats)

@@ -12,11 +12,16 @@ The rules that made the origin's sessions hang are designed out here:
 
 The vocabulary of a session (sync types, statuses, an `Outcome`) is defined here
 once; the Dagster layer decides outcomes and hands them to these functions.
+
+An execution, its session and the run of its session step are linked through the
+indexed keys of `sizeagg_executions`, written in the transaction that opens the
+session: every lookup costs the same however many sessions and records exist.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
@@ -26,6 +31,7 @@ from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from .horizon import kept_in_slices
 from .levels import LEVELS
@@ -34,12 +40,17 @@ from .schema import (
     Json,
     active_instances_clause,
     instances,
+    sizeagg_executions,
     sync_instance_records,
     sync_sessions,
 )
 from .settings import utc_now
 
 CATEGORY = "aggregation"
+# The keys of a record's sync_details that name where its session came from.
+EXECUTION_KEY = "execution"
+RUN_IDS_KEY = "dagster_run_ids"
+SESSION_RUN_KEY = "session_run_id"
 
 
 class SyncType(StrEnum):
@@ -173,7 +184,37 @@ def open_session(
         .where(sync_sessions.c.session_id == session_id)
         .values(total_instances=record_count)
     )
+    _link(conn, session_id, details)
     return session_id
+
+
+def _upsert(conn: sa.Connection) -> Any:
+    """`INSERT … ON CONFLICT` on `sizeagg_executions`, for the connection's dialect."""
+    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(sizeagg_executions)
+
+
+def _link(conn: sa.Connection, session_id: str, details: Mapping[str, Any]) -> None:
+    """Link the session to the execution (and session-step run) its details name.
+
+    An execution has one session; should its session step run again (a re-execution
+    from the UI), the link follows the newest session.
+    """
+    execution_id = details.get(EXECUTION_KEY)
+    if not execution_id:
+        return
+    links = sizeagg_executions.c
+    values = {"session_id": session_id, "session_run_id": details.get(SESSION_RUN_KEY)}
+    statement = _upsert(conn).values(execution_id=execution_id, **values)
+    conn.execute(statement.on_conflict_do_update(index_elements=[links.execution_id], set_=values))
+
+
+def register_execution(conn: sa.Connection, execution_id: str, owner: str) -> None:
+    """Record that the process `owner` runs `execution_id` in process, before its first run.
+
+    If that process dies before the execution has a session, `unlinked_executions`
+    finds it, so that the execution still gets one.
+    """
+    conn.execute(_upsert(conn).values(execution_id=execution_id, owner=owner).on_conflict_do_nothing())
 
 
 def _lock_running(conn: sa.Connection, session_id: str) -> bool:
@@ -349,22 +390,76 @@ def lock_execution(conn: sa.Connection, execution_id: str) -> None:
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
 
 
-def _session_where(conn: sa.Connection, key: str, value: str) -> str | None:
-    marker = f'%"{key}": "{value}"%'
-    records = sync_instance_records.c
-    return conn.execute(
-        sa.select(records.session_id).where(sa.cast(records.sync_details, sa.Text).like(marker)).limit(1)
-    ).scalar_one_or_none()
-
-
 def session_for_execution(conn: sa.Connection, execution_id: str) -> str | None:
     """The session already written for an execution, if any (keeps failure writers idempotent)."""
-    return _session_where(conn, "execution", execution_id)
+    return conn.execute(
+        sa.select(sizeagg_executions.c.session_id).where(sizeagg_executions.c.execution_id == execution_id)
+    ).scalar_one_or_none()
 
 
 def session_for_run(conn: sa.Connection, run_id: str) -> str | None:
     """The session a session-step run opened, if it got that far."""
-    return _session_where(conn, "session_run_id", run_id)
+    return conn.execute(
+        sa.select(sizeagg_executions.c.session_id)
+        .where(sizeagg_executions.c.session_run_id == run_id)
+        .limit(1)
+    ).scalar_one_or_none()
+
+
+@dataclass(frozen=True)
+class Unlinked:
+    """An execution run in process by `owner` that has no session (yet)."""
+
+    execution_id: str
+    owner: str
+    created_at: datetime
+
+
+def unlinked_executions(conn: sa.Connection) -> list[Unlinked]:
+    """Executions registered by a `sizeagg run` process that have no session yet.
+
+    Few at any time (those in progress, and those whose process died): the index on
+    `session_id` finds them without reading the rest.
+    """
+    links = sizeagg_executions.c
+    rows = conn.execute(
+        sa.select(links.execution_id, links.owner, links.created_at).where(
+            links.session_id.is_(None), links.owner.isnot(None)
+        )
+    )
+    return [Unlinked(execution_id, owner, created_at) for execution_id, owner, created_at in rows]
+
+
+def link_existing_sessions(conn: sa.Connection) -> int:
+    """Link the aggregation sessions written before `sizeagg_executions` existed; returns how many.
+
+    Once, from `init-db`: each unlinked session's first record names its execution
+    and session run. Reads one record per session through the session_id index.
+    """
+    records = sync_instance_records.c
+    first_details = (
+        sa.select(records.sync_details)
+        .where(records.session_id == sync_sessions.c.session_id)
+        .order_by(records.id)
+        .limit(1)
+        .scalar_subquery()
+    )
+    unlinked = (
+        sa.select(sync_sessions.c.session_id, first_details)
+        .where(
+            sync_sessions.c.sync_category == CATEGORY,
+            ~sa.exists().where(sizeagg_executions.c.session_id == sync_sessions.c.session_id),
+        )
+        .order_by(sync_sessions.c.id)
+    )
+    linked = 0
+    for session_id, details in conn.execute(unlinked).all():
+        if isinstance(details, str):  # SQLite: the JSON text of a correlated subquery
+            details = json.loads(details)
+        if isinstance(details, dict) and details.get(EXECUTION_KEY):
+            _link(conn, session_id, details)
+            linked += 1
+    return linked
 
 
 def _summary(row: sa.RowMapping) -> SessionSummary:
@@ -399,15 +494,37 @@ def recent_sessions(conn: sa.Connection, limit: int = 20) -> list[SessionSummary
     return [_summary(row) for row in rows]
 
 
-def running_sessions(conn: sa.Connection) -> list[tuple[SessionSummary, dict[str, Any]]]:
-    """Sessions still `running`, each with one record's sync_details (it names the runs)."""
-    result = []
-    running = sa.select(sync_sessions).where(sync_sessions.c.status == SessionStatus.RUNNING)
-    for row in conn.execute(running).mappings():
+@dataclass(frozen=True)
+class RunningSession:
+    summary: SessionSummary
+    execution_id: str | None
+    session_run_id: str | None
+
+
+def running_sessions(conn: sa.Connection) -> list[RunningSession]:
+    """Aggregation sessions still `running`, with their execution and session-step run.
+
+    The status index finds them; their links come from `sizeagg_executions` by key.
+    Sessions of the origin's other sync categories are not sizeagg's to end.
+    """
+    links = sizeagg_executions.c
+    rows = conn.execute(
+        sa.select(sync_sessions, links.execution_id, links.session_run_id)
+        .outerjoin(sizeagg_executions, links.session_id == sync_sessions.c.session_id)
+        .where(sync_sessions.c.status == SessionStatus.RUNNING, sync_sessions.c.sync_category == CATEGORY)
+    ).mappings()
+    return [RunningSession(_summary(row), row["execution_id"], row["session_run_id"]) for row in rows]
+
+
+def runs_of_running_sessions(conn: sa.Connection) -> set[str]:
+    """Every Dagster run id a running session's records name (its period runs and session run)."""
+    run_ids: set[str] = set()
+    records = sync_instance_records.c
+    for running in running_sessions(conn):
         details = conn.execute(
-            sa.select(sync_instance_records.c.sync_details)
-            .where(sync_instance_records.c.session_id == row["session_id"])
-            .limit(1)
+            sa.select(records.sync_details).where(records.session_id == running.summary.session_id).limit(1)
         ).scalar_one_or_none()
-        result.append((_summary(row), details or {}))
-    return result
+        run_ids.update((details or {}).get(RUN_IDS_KEY, []))
+        if running.session_run_id:
+            run_ids.add(running.session_run_id)
+    return run_ids

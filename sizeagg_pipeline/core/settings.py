@@ -28,6 +28,7 @@ LATE_DATA_DAYS_VAR = "SIZEAGG_LATE_DATA_DAYS"
 RAW_RETENTION_VAR = "SIZEAGG_RAW_RETENTION_MONTHS"
 DAILY_RETENTION_VAR = "SIZEAGG_DAILY_RETENTION_MONTHS"
 WEEKLY_RETENTION_VAR = "SIZEAGG_WEEKLY_RETENTION_MONTHS"
+RUN_RETENTION_VAR = "SIZEAGG_RUN_RETENTION_DAYS"
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 DEFAULT_START_DATE = "2024-01-01"
@@ -125,6 +126,7 @@ class Operations:
     observe_interval: int  # seconds between observations of the raw tables
     session_max_runtime: int  # a running session older than this is finalised failed
     late_data_days: int  # how many recent days the raw-table observation covers
+    run_retention_days: int  # Dagster runs older than this are deleted (defs/housekeeping/)
 
 
 def _int_var(name: str, default: int, minimum: int) -> int:
@@ -163,6 +165,8 @@ def operations() -> Operations:
         # so run monitoring ends a slow run before the janitor gives up on its session.
         session_max_runtime=_int_var(MAX_RUNTIME_VAR, 7800, 1),
         late_data_days=_int_var(LATE_DATA_DAYS_VAR, 120, 1),
+        # At least 8: the backfill closer still reads the runs of the last 7 days' backfills.
+        run_retention_days=_int_var(RUN_RETENTION_VAR, 90, 8),
     )
 
 

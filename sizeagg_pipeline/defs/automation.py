@@ -1,8 +1,9 @@
 """Every piece of sizeagg's automation ships `RUNNING`.
 
-Dagster's default for sensors is STOPPED, which on a fresh deployment would
-silently disable the daily tick and every safety net that ends sessions. The
-decorators here are the only way sizeagg declares a sensor.
+Dagster's default for sensors and schedules is STOPPED, which on a fresh deployment
+would silently disable the daily tick, every safety net that ends sessions, and the
+housekeeping of Dagster's history. The decorators here are the only way sizeagg
+declares a sensor (and a schedule that must run unattended).
 """
 
 from collections.abc import Callable, Sequence
@@ -11,6 +12,7 @@ from typing import Any
 import dagster as dg
 
 RUNNING = dg.DefaultSensorStatus.RUNNING
+SCHEDULE_RUNNING = dg.DefaultScheduleStatus.RUNNING
 
 
 def sensor(name: str, interval: int, description: str, **kwargs: Any) -> Callable[..., dg.SensorDefinition]:
@@ -34,5 +36,19 @@ def run_status_sensor(
         monitored_jobs=list(jobs),
         minimum_interval_seconds=interval,
         default_status=RUNNING,
+        description=description,
+    )
+
+
+def schedule(
+    name: str, cron: str, timezone: str, job: Any, description: str
+) -> Callable[..., dg.ScheduleDefinition]:
+    """`dg.schedule` of `job` at `cron` in `timezone`, RUNNING."""
+    return dg.schedule(
+        name=name,
+        cron_schedule=cron,
+        execution_timezone=timezone,
+        job=job,
+        default_status=SCHEDULE_RUNNING,
         description=description,
     )

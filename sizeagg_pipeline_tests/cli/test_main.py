@@ -164,8 +164,8 @@ def test_the_cli_end_to_end_on_an_origin_database(
         build_origin_schema(engine, [FEB], sync_tables=True, aggregate_months=[])
         assert cli.main(["init-db"]) == 0
         created = [line for line in capsys.readouterr().out.splitlines() if line.startswith("created ")]
-        # the origin has every other table; capacity_forecasts and raw_horizons are sizeagg's own
-        assert created == ["created capacity_forecasts", "created raw_horizons"]
+        # the origin has every other table; these three are sizeagg's own
+        assert created == ["created capacity_forecasts", "created raw_horizons", "created sizeagg_executions"]
         assert (
             cli.main(
                 ["demo-data", "--instances", "4", "--databases", "3", "--days", "45", "--end", "2026-03-10"]

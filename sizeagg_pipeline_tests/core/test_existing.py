@@ -50,10 +50,11 @@ def test_init_db_reports_what_it_found_and_adds_only_the_missing_tables(
     out = capsys.readouterr().out
 
     created = [line for line in out.splitlines() if line.startswith("created ")]
-    # the origin has no session tables; capacity_forecasts and raw_horizons are sizeagg's own
+    # the origin has no session tables; the first three are sizeagg's own
     assert created == [
         "created capacity_forecasts",
         "created raw_horizons",
+        "created sizeagg_executions",
         "created sync_sessions",
         "created sync_instance_records",
     ]
@@ -76,7 +77,13 @@ def test_init_db_reports_what_it_found_and_adds_only_the_missing_tables(
 
     with origin.connect() as conn:
         after = catalog_snapshot(conn)
-    new_tables = {"sync_sessions", "sync_instance_records", "capacity_forecasts", "raw_horizons"}
+    new_tables = {
+        "sync_sessions",
+        "sync_instance_records",
+        "capacity_forecasts",
+        "raw_horizons",
+        "sizeagg_executions",
+    }
     assert [r for r in after["columns"] if r[0] not in new_tables] == before["columns"]
     assert [r for r in after["kinds"] if r[0] not in new_tables] == before["kinds"]
     assert {r[0] for r in after["indexes"]} - {r[0] for r in before["indexes"]} == {
@@ -89,6 +96,9 @@ def test_init_db_reports_what_it_found_and_adds_only_the_missing_tables(
         "uq_capacity_forecasts_database",
         "uq_capacity_forecasts_instance",
         "raw_horizons_pkey",
+        "sizeagg_executions_pkey",
+        "uq_sizeagg_executions_session_id",
+        "ix_sizeagg_executions_session_run_id",
     }
     assert [r for r in after["indexes"] if r in before["indexes"]] == before["indexes"]
 

@@ -116,3 +116,83 @@ def test_two_finalisers_racing_on_one_session_leave_it_exact(
         assert '"changed": false' in fail_out
         assert (summary.status, records) == ("completed", {"completed": 5})
         assert '"status": "completed"' in complete_out
+
+
+# --------------------------------------------------------------------------- links: execution → session → run
+
+
+def test_an_execution_its_session_and_its_session_run_are_found_by_key(data: sa.Engine) -> None:
+    with data.begin() as conn:
+        first = sessions.open_session(
+            conn, sync_type=SyncType.MANUAL, details={"execution": "manual:x", "session_run_id": "run-1"}
+        )
+        unlinked = sessions.open_session(conn, sync_type=SyncType.MANUAL, details={})  # names no execution
+        assert sessions.session_for_execution(conn, "manual:x") == first
+        assert sessions.session_for_run(conn, "run-1") == first
+        assert sessions.session_for_execution(conn, "manual:y") is None
+        assert sessions.session_for_run(conn, "run-2") is None
+        # its session step run again (a re-execution): the link follows the newest session
+        second = sessions.open_session(
+            conn, sync_type=SyncType.MANUAL, details={"execution": "manual:x", "session_run_id": "run-2"}
+        )
+        assert sessions.session_for_execution(conn, "manual:x") == second
+        assert sessions.session_for_run(conn, "run-2") == second
+        links = conn.execute(sa.select(schema.sizeagg_executions.c.session_id)).scalars().all()
+    assert unlinked not in links and links == [second]
+
+
+def test_a_registered_execution_is_unlinked_until_its_session_opens(data: sa.Engine) -> None:
+    with data.begin() as conn:
+        sessions.register_execution(conn, "manual:x", "host 1 start ns")
+        sessions.register_execution(conn, "manual:x", "host 2 start ns")  # registered once
+        assert [(u.execution_id, u.owner) for u in sessions.unlinked_executions(conn)] == [
+            ("manual:x", "host 1 start ns")
+        ]
+        assert sessions.session_for_execution(conn, "manual:x") is None
+        session_id = sessions.open_session(conn, sync_type=SyncType.MANUAL, details={"execution": "manual:x"})
+        assert sessions.unlinked_executions(conn) == []
+        assert sessions.session_for_execution(conn, "manual:x") == session_id
+
+
+def test_sessions_written_before_the_link_table_are_linked_once(data: sa.Engine) -> None:
+    """What init-db does on a database whose sessions predate sizeagg_executions."""
+    with data.begin() as conn:
+        ids = [
+            sessions.open_session(
+                conn,
+                sync_type=SyncType.SCHEDULED,
+                details={"execution": f"scheduled:{d}", "session_run_id": f"r{d}"},
+            )
+            for d in (1, 2)
+        ]
+        other = sessions.open_session(conn, sync_type=SyncType.MANUAL, details={"execution": "other:1"})
+        conn.execute(
+            sa.update(schema.sync_sessions)
+            .where(schema.sync_sessions.c.session_id == other)
+            .values(sync_category="capacity")  # another sync category of the origin: not sizeagg's
+        )
+        conn.execute(sa.delete(schema.sizeagg_executions))  # as before the table existed
+        assert sessions.link_existing_sessions(conn) == 2
+        assert [sessions.session_for_execution(conn, f"scheduled:{d}") for d in (1, 2)] == ids
+        assert sessions.session_for_run(conn, "r2") == ids[1]
+        assert sessions.session_for_execution(conn, "other:1") is None
+        assert sessions.link_existing_sessions(conn) == 0
+
+
+def test_running_sessions_are_the_aggregation_ones_with_their_links(data: sa.Engine) -> None:
+    with data.begin() as conn:
+        ours = sessions.open_session(
+            conn, sync_type=SyncType.MANUAL, details={"execution": "manual:x", "session_run_id": "run-1"}
+        )
+        theirs = sessions.open_session(conn, sync_type=SyncType.MANUAL, details={})
+        conn.execute(
+            sa.update(schema.sync_sessions)
+            .where(schema.sync_sessions.c.session_id == theirs)
+            .values(sync_category="capacity")
+        )
+        [running] = sessions.running_sessions(conn)
+        assert (running.summary.session_id, running.execution_id, running.session_run_id) == (
+            ours,
+            "manual:x",
+            "run-1",
+        )

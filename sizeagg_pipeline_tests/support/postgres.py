@@ -140,10 +140,10 @@ class PostgresServer:
             for key, value in SERVER_SETTINGS.items():
                 conf.write(f"{key} = {value}\n")
 
-    def start(self, attempts: int = 3) -> None:
-        """Start on a free port; another process may grab the port first, so retry."""
-        for attempt in range(attempts):
-            self.port = free_port()
+    def start(self, attempts: int = 3, port: int | None = None) -> None:
+        """Start on a free port (another process may grab it first, so retry), or again on `port`."""
+        for attempt in range(1 if port else attempts):
+            self.port = port or free_port()
             try:
                 self._run(
                     "pg_ctl",

@@ -5,13 +5,18 @@ is downstream of all eight, in a scheduled or CLI execution because the gate
 launches it only when all four period runs succeeded. It still reads the real
 outcome of those runs from the Dagster instance before it calls the session a
 success. However the step ends, the session ends: `except BaseException` catches
-termination (`DagsterExecutionInterruptedError` is not an `Exception`).
+termination (`DagsterExecutionInterruptedError` is not an `Exception`). When the
+application database cannot be reached at that moment (a restart, a failover), the
+step keeps trying for FINALISE_PATIENCE before it leaves the session to the sensors.
 """
 
 import datetime as dt
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import dagster as dg
+import sqlalchemy as sa
 from pydantic import Field
 
 from ...core import sessions
@@ -47,6 +52,43 @@ class SessionConfig(dg.Config):
         return parse_date(self.date, "date") if self.date else CALENDAR.yesterday()
 
 
+T = TypeVar("T")
+FINALISE_PATIENCE = dt.timedelta(minutes=2)  # how long finalising waits for the database to be back
+BACKOFF_CAP = 15.0  # seconds: the longest wait between two tries
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """The database could not be reached or dropped the connection (worth another try)."""
+    return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError) or (
+        isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated
+    )
+
+
+class Patience:
+    """Retries with growing waits while the database is unreachable, up to one deadline for all tries."""
+
+    def __init__(self, log: dg.DagsterLogManager, budget: dt.timedelta = FINALISE_PATIENCE) -> None:
+        self.log, self.budget = log, budget
+        self.deadline: float | None = None  # set by the first failure
+
+    def call(self, what: str, fn: Callable[[], T]) -> T:
+        wait = 1.0
+        while True:
+            try:
+                return fn()
+            except Exception as exc:
+                now = time.monotonic()
+                self.deadline = self.deadline or now + self.budget.total_seconds()
+                if not _unreachable(exc) or now + wait > self.deadline:
+                    raise
+                self.log.warning(
+                    f"{what}: the application database is unreachable ({type(exc).__name__}); "
+                    f"trying again in {wait:.0f} s, until {int(self.deadline - now)} s from now"
+                )
+                _hold(wait)
+                wait = min(wait * 2, BACKOFF_CAP)
+
+
 def _hold(seconds: float) -> None:
     """Sleep in short steps, so a termination interrupts it at once."""
     deadline = time.monotonic() + seconds
@@ -77,19 +119,23 @@ def aggregation_session(
             conn, sync_type=execution.sync_type, details=execution.details(run_id)
         )
     context.log.info(f"session {session_id} opened for execution {execution.id}")
+    patience = Patience(context.log)
+
+    def complete() -> None:
+        with db.engine.begin() as conn:  # a try that fails rolls back; the next starts afresh
+            sessions.complete_session(
+                conn, session_id, execution.written(), execution.details(run_id), execution.written_levels()
+            )
+
     try:
         _hold(config.hold_seconds)
         if execution.ok:
-            with db.engine.begin() as conn:
-                sessions.complete_session(
-                    conn,
-                    session_id,
-                    execution.written(),
-                    execution.details(run_id),
-                    execution.written_levels(),
-                )
+            patience.call(f"completing session {session_id}", complete)
         else:
-            end_session(db.engine, execution, execution.outcome(), session_id=session_id)
+            patience.call(
+                f"ending session {session_id}",
+                lambda: end_session(db.engine, execution, execution.outcome(), session_id=session_id),
+            )
     except BaseException as exc:
         if isinstance(exc, dg.DagsterExecutionInterruptedError):
             # Terminate in the UI, or run monitoring's max runtime: the event log says which.
@@ -97,8 +143,11 @@ def aggregation_session(
         else:
             outcome = Outcome.failed(f"session step failed: {type(exc).__name__}: {exc}")
         try:
-            end_session(db.engine, execution, outcome, session_id=session_id)
-        except Exception as final:  # the database is down: the sensors finish the session later
+            patience.call(
+                f"ending session {session_id}",
+                lambda: end_session(db.engine, execution, outcome, session_id=session_id),
+            )
+        except Exception as final:  # the database is still down: the sensors finish the session later
             context.log.error(f"could not finalise session {session_id} ({final}); the janitor will")
         raise
     with db.engine.connect() as conn:

@@ -17,7 +17,7 @@ import dagster as dg
 
 from ...core.levels import LEVELS, Level
 from ...core.periods import PERIODS, Period, key_range, windows_for_date
-from ...core.sessions import Outcome, SyncType
+from ...core.sessions import EXECUTION_KEY, RUN_IDS_KEY, SESSION_RUN_KEY, Outcome, SyncType
 from ...dagster_private import PartitionBackfill
 from ..aggregates.assets import AGGREGATE_KEYS
 from .vocabulary import (
@@ -105,9 +105,9 @@ class Execution:
     def details(self, session_run_id: str | None = None) -> dict[str, Any]:
         """What every record's sync_details says about where the session came from."""
         return {
-            "execution": self.id,
-            "dagster_run_ids": sorted({r.run_id for r in self.runs}),
-            "session_run_id": session_run_id,
+            EXECUTION_KEY: self.id,
+            RUN_IDS_KEY: sorted({r.run_id for r in self.runs}),
+            SESSION_RUN_KEY: session_run_id,
         }
 
 

@@ -27,9 +27,9 @@ def sweep(
     with engine.connect() as conn:
         running = sessions.running_sessions(conn)
     done = []
-    for summary, details in running:
+    for running_session in running:
+        summary, run_id = running_session.summary, running_session.session_run_id
         age = now - as_utc(summary.started_at) if summary.started_at else max_runtime * 2
-        run_id = details.get("session_run_id")
         run = instance.get_run_by_id(run_id) if run_id else None
         if run_id and run is None:
             outcome = Outcome.failed(f"janitor: its Dagster run {run_id} no longer exists")
@@ -48,7 +48,7 @@ def sweep(
             )
         else:
             continue
-        execution = Execution(details.get("execution", ""), SyncType(summary.sync_type), runs=())
+        execution = Execution(running_session.execution_id or "", SyncType(summary.sync_type), runs=())
         ended = end_session(engine, execution, outcome, session_id=summary.session_id)
         if ended.changed:
             done.append(f"{summary.session_id} {outcome.status}: {outcome.reason}")

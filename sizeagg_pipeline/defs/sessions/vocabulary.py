@@ -9,10 +9,11 @@ instead). Everything that writes or reads those tags uses the names below.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date
 from enum import StrEnum
 
+from ...core.owner import Owner
 from ...core.periods import PERIODS, Period
 from ...core.sessions import SyncType
 
@@ -24,6 +25,12 @@ DATE_TAG = "sizeagg/date"  # the business date a tick or CLI execution is for
 PERIODS_TAG = "sizeagg/periods"  # the periods the execution materializes, comma-separated
 RUNS_TAG = "sizeagg/runs"  # how many period runs the execution launches
 PERIOD_TAG = "sizeagg/period"  # on every run of a period job: its period
+# On every run `sizeagg run` executes in process: the process that runs it (core/owner.py)
+HOST_TAG = "sizeagg/host"
+PID_TAG = "sizeagg/pid"
+PROCESS_START_TAG = "sizeagg/process_start"
+PID_NAMESPACE_TAG = "sizeagg/pid_namespace"
+HEARTBEAT_TAG = "sizeagg/heartbeat"  # the process's last sign of life (ISO UTC), renewed while it runs
 # Dagster's own run tags that sizeagg reads
 BACKFILL_TAG = "dagster/backfill"
 PARTITION_TAG = "dagster/partition"
@@ -69,6 +76,12 @@ class ExecutionId:
         """A session step launched on its own."""
         return f"run:{run_id}"
 
+    @staticmethod
+    def sync_type(execution_id: str) -> SyncType:
+        """The sync type an id stands for (for an execution that left no run to ask)."""
+        scheduled = execution_id.startswith(("scheduled:", "late:"))
+        return SyncType.SCHEDULED if scheduled else SyncType.MANUAL
+
 
 def execution_tags(
     execution_id: str,
@@ -95,3 +108,23 @@ def execution_tags(
 def range_tags(first_key: str, last_key: str) -> dict[str, str]:
     """Tags of a run over a partition range (a single partition is a run's partition_key)."""
     return {RANGE_START_TAG: first_key, RANGE_END_TAG: last_key}
+
+
+def owner_tags(owner: Owner, heartbeat: str) -> dict[str, str]:
+    """Tags of a run executed in process by `owner`, alive at `heartbeat`."""
+    return {
+        HOST_TAG: owner.host,
+        PID_TAG: str(owner.pid),
+        PROCESS_START_TAG: owner.started,
+        PID_NAMESPACE_TAG: owner.namespace,
+        HEARTBEAT_TAG: heartbeat,
+    }
+
+
+def owner_of(tags: Mapping[str, str]) -> Owner | None:
+    """The process that executes a run in process; None for a run Dagster launched."""
+    if HOST_TAG not in tags or PID_TAG not in tags:
+        return None
+    return Owner(
+        tags[HOST_TAG], int(tags[PID_TAG]), tags.get(PROCESS_START_TAG, ""), tags.get(PID_NAMESPACE_TAG, "")
+    )
