@@ -26,7 +26,7 @@ from ..core.schema import (
     instance_size_aggregations,
     make_engine,
 )
-from ..core.settings import as_utc, calendar, database_url, state_dir
+from ..core.settings import as_utc, calendar, database_url, state_dir, utc_now
 
 # The instance configuration shipped at the root of the repository.
 SHIPPED_INSTANCE_YAML = Path(__file__).resolve().parents[2] / "dagster.yaml"
@@ -122,6 +122,30 @@ def cmd_sessions(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_limits(args: argparse.Namespace) -> int:
+    from ..core import limits
+
+    engine = _engine()
+    if args.action == "list":
+        with engine.connect() as conn:
+            rows = limits.listing(conn)
+        print(f"{'instance':<20} {'database':<30} {'limit_mb':>12}  note")
+        for limit in rows:
+            database = limit.database or "(instance total)"
+            print(f"{limit.instance:<20} {database:<30} {limit.limit_mb:>12,}  {limit.note or ''}")
+        return 0
+    if args.action == "import":
+        source = Path(args.file)
+        batch = limits.read_csv(source)
+    else:
+        batch = [limits.Limit(args.instance, args.database, limits.parse_limit_mb(args.limit_mb), args.note)]
+        source = None
+    with engine.begin() as conn:  # all or nothing
+        written = limits.save(conn, batch, utc_now(), str(source or ""))
+    print(f"capacity limits: {written} set" + (f" from {source}" if source else f": {batch[0].what}"))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sizeagg", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -141,6 +165,18 @@ def parser() -> argparse.ArgumentParser:
     ses = sub.add_parser("sessions", help="aggregate row counts and recent sessions")
     ses.add_argument("--limit", type=int, default=20)
     ses.set_defaults(func=cmd_sessions)
+    lim = sub.add_parser("limits", help="capacity limits the forecast measures against")
+    lim_sub = lim.add_subparsers(dest="action", required=True)
+    lim_set = lim_sub.add_parser("set", help="set (or replace) one limit")
+    lim_set.add_argument("--instance", required=True, help="instances.name")
+    lim_set.add_argument("--database", help="a database of the instance (default: the instance total)")
+    lim_set.add_argument("--limit-mb", required=True, help="the limit in MB")
+    lim_set.add_argument("--note", help="why this limit (e.g. the volume it lives on)")
+    lim_sub.add_parser(
+        "import", help="set the limits of a CSV file: instance,database,limit_mb,note"
+    ).add_argument("file")
+    lim_sub.add_parser("list", help="every limit")
+    lim.set_defaults(func=cmd_limits)
     return p
 
 
