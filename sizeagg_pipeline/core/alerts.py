@@ -18,7 +18,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from .schema import capacity_alerts
+from .schema import capacity_alerts, sync_instance_records, sync_sessions
+from .sessions import CATEGORY, SessionStatus
 
 
 class Severity(StrEnum):
@@ -57,6 +58,11 @@ MAX_ATTEMPTS = len(RETRY_WAITS) + 1
 LEASE = timedelta(minutes=5)
 
 
+def key_of(kind: Kind, subject: str, day: date) -> str:
+    """The unique key of an alert: one message per kind, subject and business day."""
+    return f"{kind}:{subject}:{day.isoformat()}"
+
+
 @dataclass(frozen=True)
 class Alert:
     kind: Kind
@@ -69,7 +75,7 @@ class Alert:
 
     @property
     def key(self) -> str:
-        return f"{self.kind}:{self.subject}:{self.day.isoformat()}"
+        return key_of(self.kind, self.subject, self.day)
 
     def body(self) -> str:
         return f"{self.text}\n\n{self.link}" if self.link else self.text
@@ -196,3 +202,59 @@ def sent_channels(row: Mapping[str, Any]) -> set[str]:
     """Channels that already took this alert: a retry does not send it to them again."""
     outcome = row["outcome"] or {}
     return {c for c, o in outcome.items() if isinstance(o, dict) and o.get("status") == Status.SENT}
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+@dataclass(frozen=True)
+class EndedSession:
+    """A session that ended failed or cancelled, with what its records say."""
+
+    session_id: str
+    status: str
+    sync_type: str
+    total: int
+    successful: int
+    failed: int
+    started_at: datetime | None
+    completed_at: datetime | None
+    details: Mapping[str, Any]  # one record's sync_details: the execution and its run ids
+    reason: str | None  # the records' error_message
+
+
+def ended_badly(conn: sa.Connection, since: datetime, session_id: str | None = None) -> list[EndedSession]:
+    """Aggregation sessions that ended failed or cancelled at or after `since` (or that one session)."""
+    sessions = sync_sessions.c
+    query = sa.select(sync_sessions).where(
+        sessions.sync_category == CATEGORY,
+        sessions.status.in_([SessionStatus.FAILED.value, SessionStatus.CANCELLED.value]),
+    )
+    query = (
+        query.where(sessions.session_id == session_id)
+        if session_id
+        else query.where(sessions.completed_at >= since)
+    )
+    result = []
+    for row in conn.execute(query.order_by(sessions.id)).mappings():
+        record = conn.execute(
+            sa.select(sync_instance_records.c.sync_details, sync_instance_records.c.error_message)
+            .where(sync_instance_records.c.session_id == row["session_id"])
+            .order_by(sync_instance_records.c.error_message.is_(None), sync_instance_records.c.id)
+            .limit(1)
+        ).first()
+        result.append(
+            EndedSession(
+                session_id=row["session_id"],
+                status=row["status"],
+                sync_type=row["sync_type"],
+                total=row["total_instances"] or 0,
+                successful=row["successful_instances"] or 0,
+                failed=row["failed_instances"] or 0,
+                started_at=row["started_at"],
+                completed_at=row["completed_at"],
+                details=(record.sync_details if record else None) or {},
+                reason=record.error_message if record else None,
+            )
+        )
+    return result

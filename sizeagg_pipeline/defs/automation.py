@@ -36,3 +36,13 @@ def run_status_sensor(
         default_status=RUNNING,
         description=description,
     )
+
+
+def run_failure_sensor(name: str, interval: int, description: str) -> Callable[..., dg.SensorDefinition]:
+    """`dg.run_failure_sensor` on every job of this code location, RUNNING."""
+    return dg.run_failure_sensor(
+        name=name,
+        minimum_interval_seconds=interval,
+        default_status=RUNNING,
+        description=description,
+    )
