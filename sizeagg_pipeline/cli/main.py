@@ -92,14 +92,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise BadPartitionKey(f"--date {days[0]} is before the first partition ({start}, SIZEAGG_START_DATE)")
     warnings.filterwarnings("ignore", module="dagster")
     from .. import defs
-    from .run import run_tick
+    from .run import run_tick, tell
 
-    failed = 0
+    failed = []
     with _dagster_instance() as instance:
         for day in days:
             summary = run_tick(defs, instance, day)
             print(f"{day}: {summary}", flush=True)
-            failed += summary.status != sessions.SessionStatus.COMPLETED
+            if summary.status != sessions.SessionStatus.COMPLETED:
+                failed.append(summary)
+        for line in tell(instance, failed):
+            print(f"alert: {line}", flush=True)
     return 1 if failed else 0
 
 

@@ -8,18 +8,19 @@ here, in process, or the execution's failed session has already been written.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import date, timedelta
 from typing import Any
 
 import dagster as dg
 
-from ..core import sessions
+from ..core import alerts, notify, sessions
 from ..core.periods import windows_for_date
 from ..core.schema import make_engine
 from ..core.sessions import SessionSummary, SyncType
-from ..core.settings import database_url, utc_now
+from ..core.settings import alerting, database_url, utc_now
 from ..defs.aggregates.jobs import PERIOD_JOBS
+from ..defs.alerts.messages import session_alert
 from ..defs.sessions.asset import aggregation_session, aggregation_session_job
 from ..defs.sessions.gate import decide
 from ..defs.sessions.vocabulary import ExecutionId, Trigger, execution_tags
@@ -66,5 +67,28 @@ def run_tick(
             if session_id is None:
                 raise RuntimeError(f"execution {execution_id} left no session: {decision.message}")
             return sessions.get_session(conn, session_id)
+    finally:
+        engine.dispose()
+
+
+def tell(instance: dg.DagsterInstance, ended: Sequence[SessionSummary]) -> list[str]:
+    """Send the alerts of the sessions this process ended failed or cancelled, before it exits.
+
+    A deployment without the daemon is told too; with the daemon, its `alerts` sensor
+    finds the same keys and sends nothing twice. Alerts still due from earlier runs
+    are delivered here as well. Delivery never changes the exit status.
+    """
+    settings = alerting()
+    engine = make_engine(database_url())
+    try:
+        with engine.connect() as conn:
+            found = [s for summary in ended for s in alerts.ended_badly(conn, utc_now(), summary.session_id)]
+        batch = [session_alert(instance, settings, session) for session in found]
+        notify.raise_alerts(engine, settings, batch, utc_now())
+        told = notify.deliver_now(engine, settings, [a.key for a in batch])
+        told += notify.deliver_due(engine, settings, utc_now())
+        if not settings.channels:
+            return [f"{a.key} recorded (no alert channel configured)" for a in batch]
+        return [str(delivery) for delivery in told]
     finally:
         engine.dispose()

@@ -136,6 +136,16 @@ def due(
     return list(conn.execute(query.order_by(table.c.id).limit(limit)).scalars())
 
 
+def next_attempt(conn: sa.Connection, keys: Collection[str]) -> datetime | None:
+    """When the earliest of `keys` that is still to be sent is due again (None: nothing left)."""
+    table = capacity_alerts
+    return conn.execute(
+        sa.select(sa.func.min(table.c.next_attempt_at)).where(
+            table.c.key.in_(list(keys)), table.c.status.in_([Status.PENDING.value, Status.SENDING.value])
+        )
+    ).scalar()
+
+
 def claim(conn: sa.Connection, alert_id: int, now: datetime) -> sa.RowMapping | None:
     """Take one due alert for sending (one sender wins); None when another sender has it."""
     table = capacity_alerts

@@ -404,7 +404,7 @@ def forecast_frame(
     return out[columns]
 
 
-def _whole_days(values: np.ndarray) -> pd.array:
+def _whole_days(values: np.ndarray) -> pd.api.extensions.ExtensionArray:
     result = pd.array(np.where(np.isnan(values), 0, values).astype("int64"), dtype="Int64")
     result[np.isnan(values)] = pd.NA
     return result

@@ -70,7 +70,8 @@ def read_csv(path: Path) -> list[Limit]:
             raise ValueError(
                 f"{path} line 1: unknown column {unknown[0]!r} (columns: {', '.join(CSV_COLUMNS)})"
             )
-        result, seen = [], {}
+        result: list[Limit] = []
+        seen: dict[tuple[str, str | None], int] = {}
         for row in reader:
             line = reader.line_num
             values = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
@@ -124,11 +125,12 @@ def save(conn: sa.Connection, limits: Sequence[Limit], now: datetime, source: st
             created_at=now,
             updated_at=now,
         )
-        where = table.c.database_name.isnot(None) if is_database else table.c.database_name.is_(None)
         conn.execute(
             statement.on_conflict_do_update(
                 index_elements=["instance_id", "database_name"] if is_database else ["instance_id"],
-                index_where=where,
+                index_where=table.c.database_name.isnot(None)
+                if is_database
+                else table.c.database_name.is_(None),
                 set_={"limit_mb": limit.limit_mb, "note": limit.note, "updated_at": now},
             )
         )

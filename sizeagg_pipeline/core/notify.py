@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any
@@ -28,9 +28,10 @@ import sqlalchemy as sa
 
 from . import alerts
 from .alerts import Alert
-from .settings import Alerting, Smtp, Webhook
+from .settings import Alerting, Smtp, Webhook, as_utc, utc_now
 
 TIMEOUT_SECONDS = 10  # one connection attempt to a mail server or webhook
+PATIENCE = timedelta(seconds=15)  # how long `sizeagg run` waits for retries before it exits
 ERROR_CHARS = 300
 # What each chat accepts in one text message (bytes of UTF-8); longer text is cut at a line.
 TEXT_LIMITS = {"wecom": 2000, "dingtalk": 18000, "feishu": 18000, "slack": 38000}
@@ -196,10 +197,10 @@ def deliver_due(
             row = alerts.claim(conn, alert_id, now)
         if row is None:
             continue
-        alert = alerts.alert_of(row)
+        alert = alerts.alert_of(dict(row))
         results: dict[str, str | None] = {}
         for channel in settings.channels:
-            if channel in alerts.sent_channels(row):
+            if channel in alerts.sent_channels(dict(row)):
                 continue
             try:
                 send(channel, settings, alert)
@@ -207,10 +208,33 @@ def deliver_due(
             except DeliveryError as exc:
                 results[channel] = str(exc)
         with engine.begin() as conn:
-            status = alerts.finish(conn, row, results, now)
+            status = alerts.finish(conn, dict(row), results, now)
         errors = {c: e for c, e in results.items() if e is not None}
         done.append(Delivery(alert.key, status, errors))
     return done
+
+
+def deliver_now(
+    engine: sa.Engine, settings: Alerting, keys: Collection[str], patience: timedelta = PATIENCE
+) -> list[Delivery]:
+    """Deliver `keys` now, and retry while the next attempt is due within `patience`.
+
+    For a process that exits afterwards (`sizeagg run`): what is still undelivered then
+    stays due for the daemon's `alerts` sensor or the next `sizeagg run`.
+    """
+    deliveries: list[Delivery] = []
+    give_up = time.monotonic() + patience.total_seconds()
+    while True:
+        now = utc_now()
+        deliveries += deliver_due(engine, settings, now, keys=keys)
+        with engine.connect() as conn:
+            upcoming = alerts.next_attempt(conn, keys)
+        if upcoming is None:
+            return deliveries
+        wait = (as_utc(upcoming) - utc_now()).total_seconds()
+        if time.monotonic() + wait > give_up:
+            return deliveries
+        time.sleep(max(wait, 0.0))
 
 
 def raise_alerts(engine: sa.Engine, settings: Alerting, batch: Collection[Alert], now: datetime) -> list[str]:

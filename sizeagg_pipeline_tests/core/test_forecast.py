@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from datetime import date, timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -175,7 +176,7 @@ def test_days_until_is_capped() -> None:
 # --------------------------------------------------------------------------- capacity limits
 
 
-def limited(y: np.ndarray, limit: int, database: str | None = "db", **settings: float) -> pd.Series:
+def limited(y: np.ndarray, limit: int, database: str | None = "db", **settings: Any) -> pd.Series:
     out = forecast_frame(
         long_frame(y, database=database),
         AS_OF,

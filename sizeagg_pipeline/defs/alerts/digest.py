@@ -46,10 +46,15 @@ def _link(settings: Alerting) -> str:
     return f"{settings.ui_url}/assets/{capacity_forecast.key.to_user_string()}"
 
 
+def _digest_at_text() -> str:
+    at = alerting().digest_at
+    return at.strftime("%H:%M") if at else "(off)"
+
+
 @automation.sensor(
     "capacity_digest",
     EVERY_SECONDS,
-    f"Every day from {(alerting().digest_at or 'never')} {CALENDAR.timezone} (SIZEAGG_DIGEST_AT, 'off' "
+    f"Every day from {_digest_at_text()} {CALENDAR.timezone} (SIZEAGG_DIGEST_AT, 'off' "
     "disables it): one capacity digest about yesterday: growth alerts by the origin's rule "
     "(SIZEAGG_GROWTH_ALERT_*), every database and instance the forecast puts at warning or "
     "critical, and yesterday's sessions; by email and webhook, once a day (capacity_alerts).",

@@ -147,12 +147,8 @@ def alert_tick(
     "only recorded.",
 )
 def alerts_sensor(context: dg.SensorEvaluationContext, db: AppDatabase) -> dg.SensorResult:
-    graph = (
-        context.repository_def.asset_graph
-        if context.repository_def
-        else dg.Definitions().resolve_asset_graph()
-    )
-    return alert_tick(context.instance, db.engine, graph, context.cursor, utc_now())
+    checks = check_descriptions(context.repository_def)
+    return alert_tick(context.instance, db.engine, checks, context.cursor, utc_now())
 
 
 @automation.run_failure_sensor(

@@ -7,6 +7,7 @@ is one run and one transaction; the math is `core/forecast.py` (vectorized numpy
 
 import warnings
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -150,7 +151,7 @@ def _limits_markdown(latest: pd.DataFrame, names: dict[int, str]) -> str:
     return shown.to_markdown(index=False) + more
 
 
-def _interval_text(low: object, high: object) -> str:
+def _interval_text(low: Any, high: Any) -> str:
     if pd.isna(low):
         return "not in sight"
     return f"{low}–{high}" if not pd.isna(high) else f"{low}–(open)"
