@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -137,11 +136,11 @@ def save(conn: sa.Connection, limits: Sequence[Limit], now: datetime, source: st
     return len(limits)
 
 
-def read(conn: sa.Connection) -> pd.DataFrame:
-    """Every limit: instance_id, database_name (None: the instance total), limit_mb."""
+def read(conn: sa.Connection) -> dict[tuple[int, str | None], int]:
+    """Every limit by series: (instance_id, database_name or None for the instance total) → MB."""
     table = capacity_limits
-    rows = conn.execute(sa.select(table.c.instance_id, table.c.database_name, table.c.limit_mb)).all()
-    return pd.DataFrame([tuple(r) for r in rows], columns=["instance_id", "database_name", "limit_mb"])
+    rows = conn.execute(sa.select(table.c.instance_id, table.c.database_name, table.c.limit_mb))
+    return {(instance_id, database): limit_mb for instance_id, database, limit_mb in rows}
 
 
 def listing(conn: sa.Connection) -> list[Limit]:

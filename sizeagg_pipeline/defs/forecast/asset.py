@@ -81,11 +81,7 @@ def forecast_days(engine: sa.Engine, days: list[date], settings: forecast.Foreca
     first = days[0] - timedelta(days=settings.window_days - 1)
     with engine.connect() as conn:
         samples = forecast.read_daily_sizes(conn, first, days[-1])
-        set_limits = limits.read(conn)
-    by_series = {
-        (int(i), None if pd.isna(d) else d): int(mb)
-        for i, d, mb in set_limits.itertuples(index=False, name=None)
-    }
+        by_series = limits.read(conn)
     is_instance = samples["database_name"].isna()
     frames = []
     for as_of in days:  # a handful of partitions, not history: each day is one array fit
