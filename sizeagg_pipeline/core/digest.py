@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -149,7 +149,7 @@ def _interval(row: sa.RowMapping) -> str:
 
 def session_lines(conn: sa.Connection, day: date, tz: ZoneInfo) -> list[str]:
     """The aggregation sessions that ended on business day `day`: counts, and each one that failed."""
-    start = datetime.combine(day, time(), tz)
+    start = datetime.combine(day, time(), tz).astimezone(UTC)  # stored instants are UTC (SQLite: naive)
     sessions = sync_sessions.c
     rows = conn.execute(
         sa.select(sessions.session_id, sessions.status)
