@@ -151,7 +151,12 @@ def test_the_cli_end_to_end_on_an_origin_database(
         build_origin_schema(engine, [FEB], sync_tables=True, aggregate_months=[])
         assert cli.main(["init-db"]) == 0
         created = [line for line in capsys.readouterr().out.splitlines() if line.startswith("created ")]
-        assert created == ["created capacity_forecasts"]  # the origin has every other table
+        assert created == [  # the origin has every other table
+            "created capacity_alerts",
+            "created capacity_forecasts",
+            "created capacity_limit_forecasts",
+            "created capacity_limits",
+        ]
         assert (
             cli.main(
                 ["demo-data", "--instances", "4", "--databases", "3", "--days", "45", "--end", "2026-03-10"]

@@ -34,8 +34,15 @@ def test_init_db_reports_what_it_found_and_adds_only_the_missing_tables(
     out = capsys.readouterr().out
 
     created = [line for line in out.splitlines() if line.startswith("created ")]
-    # the origin has no session tables, and capacity_forecasts is sizeagg's own
-    assert created == ["created capacity_forecasts", "created sync_sessions", "created sync_instance_records"]
+    # the origin has no session tables; the forecasts, limits and alerts tables are sizeagg's own
+    assert created == [
+        "created capacity_alerts",
+        "created capacity_forecasts",
+        "created capacity_limit_forecasts",
+        "created capacity_limits",
+        "created sync_sessions",
+        "created sync_instance_records",
+    ]
     for table in ("instances", "database_size_stats", "instance_size_stats"):
         assert f"found   {table}\n" in out
     assert "partitioned by RANGE (collected_date): 3 partitions, 2025-12..2026-02" in out
@@ -55,7 +62,14 @@ def test_init_db_reports_what_it_found_and_adds_only_the_missing_tables(
 
     with origin.connect() as conn:
         after = catalog_snapshot(conn)
-    new_tables = {"sync_sessions", "sync_instance_records", "capacity_forecasts"}
+    new_tables = {
+        "sync_sessions",
+        "sync_instance_records",
+        "capacity_forecasts",
+        "capacity_limit_forecasts",
+        "capacity_limits",
+        "capacity_alerts",
+    }
     assert [r for r in after["columns"] if r[0] not in new_tables] == before["columns"]
     assert [r for r in after["kinds"] if r[0] not in new_tables] == before["kinds"]
     assert {r[0] for r in after["indexes"]} - {r[0] for r in before["indexes"]} == {
@@ -67,6 +81,15 @@ def test_init_db_reports_what_it_found_and_adds_only_the_missing_tables(
         "capacity_forecasts_pkey",
         "uq_capacity_forecasts_database",
         "uq_capacity_forecasts_instance",
+        "capacity_limit_forecasts_pkey",
+        "uq_capacity_limit_forecasts_database",
+        "uq_capacity_limit_forecasts_instance",
+        "capacity_limits_pkey",
+        "uq_capacity_limits_database",
+        "uq_capacity_limits_instance",
+        "capacity_alerts_pkey",
+        "capacity_alerts_key_key",
+        "ix_capacity_alerts_due",
     }
     assert [r for r in after["indexes"] if r in before["indexes"]] == before["indexes"]
 
