@@ -72,7 +72,7 @@ class SmtpServer:
         }
 
     def subjects(self) -> list[str]:
-        return [str(m["Subject"]) for m in self.messages]
+        return [" ".join(str(m["Subject"]).split()) for m in self.messages]  # unfolded
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:

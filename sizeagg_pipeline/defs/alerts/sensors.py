@@ -19,10 +19,12 @@ import sqlalchemy as sa
 
 from ...core import alerts, notify
 from ...core.alerts import Kind
+from ...core.periods import key_range
 from ...core.settings import Alerting, alerting, operations, utc_now
 from ...dagster_private import AssetCheckExecutionRecordStatus
 from .. import automation
 from ..resources import AppDatabase
+from ..sessions.vocabulary import PARTITION_TAG, RANGE_END_TAG, RANGE_START_TAG
 from .freshness import FRESHNESS_CHECK
 from .messages import FailedCheck, business_day, check_alert, reported_by_a_session, run_alert, session_alert
 
@@ -48,6 +50,16 @@ def check_descriptions(repository: dg.RepositoryDefinition | None) -> CheckDescr
         return {}
     graph = repository.asset_graph
     return {key: graph.get_check_spec(key).description or "" for key in graph.asset_check_keys}
+
+
+def _partitions_of(instance: dg.DagsterInstance, run_id: str) -> str | None:
+    """The partition (or range) of a run, when the check's record does not name one."""
+    run = instance.get_run_by_id(run_id)
+    if run is None:
+        return None
+    first = run.tags.get(RANGE_START_TAG) or run.tags.get(PARTITION_TAG)
+    last = run.tags.get(RANGE_END_TAG) or first
+    return key_range(first, last) if first and last else None
 
 
 def failed_checks(
@@ -77,7 +89,7 @@ def failed_checks(
                     key=key,
                     run_id=record.run_id,
                     at=record.create_timestamp,
-                    partition=record.partition,
+                    partition=record.partition or _partitions_of(instance, record.run_id),
                     description=evaluation.description or "",
                     check_description=checks[key],
                     metadata_text=_metadata_text(dict(evaluation.metadata)),
