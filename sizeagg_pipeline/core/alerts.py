@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .schema import capacity_alerts, sync_instance_records, sync_sessions
-from .sessions import CATEGORY, SessionStatus
+from .sessions import CATEGORY, SessionStatus, SessionSummary, summary_of
 
 
 class Severity(StrEnum):
@@ -221,14 +221,7 @@ def sent_channels(row: Mapping[str, Any]) -> set[str]:
 class EndedSession:
     """A session that ended failed or cancelled, with what its records say."""
 
-    session_id: str
-    status: str
-    sync_type: str
-    total: int
-    successful: int
-    failed: int
-    started_at: datetime | None
-    completed_at: datetime | None
+    summary: SessionSummary
     details: Mapping[str, Any]  # one record's sync_details: the execution and its run ids
     reason: str | None  # the records' error_message
 
@@ -253,18 +246,6 @@ def ended_badly(conn: sa.Connection, since: datetime, session_id: str | None = N
             .order_by(sync_instance_records.c.error_message.is_(None), sync_instance_records.c.id)
             .limit(1)
         ).first()
-        result.append(
-            EndedSession(
-                session_id=row["session_id"],
-                status=row["status"],
-                sync_type=row["sync_type"],
-                total=row["total_instances"] or 0,
-                successful=row["successful_instances"] or 0,
-                failed=row["failed_instances"] or 0,
-                started_at=row["started_at"],
-                completed_at=row["completed_at"],
-                details=(record.sync_details if record else None) or {},
-                reason=record.error_message if record else None,
-            )
-        )
+        details = (record.sync_details if record else None) or {}
+        result.append(EndedSession(summary_of(row), details, record.error_message if record else None))
     return result

@@ -40,6 +40,23 @@ def _id() -> sa.Column:
     return sa.Column("id", Id, primary_key=True, autoincrement=True)
 
 
+def _one_row_per_series(table: sa.Table, *leading: str) -> None:
+    """Unique keys of a table with a row per database (database_name set) and per instance
+    (database_name NULL): NULLs are distinct in a unique constraint, so one partial index each."""
+    columns = [table.c[name] for name in (*leading, "instance_id")]
+    database = table.c.database_name
+    for kind, where in (("database", database.isnot(None)), ("instance", database.is_(None))):
+        extra = [database] if kind == "database" else []
+        sa.Index(
+            f"uq_{table.name}_{kind}",
+            *columns,
+            *extra,
+            unique=True,
+            postgresql_where=where,
+            sqlite_where=where,
+        )
+
+
 instances = sa.Table(
     "instances",
     metadata,
@@ -222,8 +239,6 @@ sync_instance_records = sa.Table(
 
 # Written by the `capacity_forecast` asset (issue 6; not an origin table): one row per
 # database (database_name set) and per instance (database_name NULL) and as_of date.
-# NULLs are distinct in a unique constraint, so the two kinds of row get one partial
-# unique index each.
 capacity_forecasts = sa.Table(
     "capacity_forecasts",
     metadata,
@@ -250,23 +265,7 @@ capacity_forecasts = sa.Table(
     _ts("calculated_at", nullable=False, default_now=True),
     _ts("created_at", nullable=False, default_now=True),
 )
-sa.Index(
-    "uq_capacity_forecasts_database",
-    capacity_forecasts.c.as_of,
-    capacity_forecasts.c.instance_id,
-    capacity_forecasts.c.database_name,
-    unique=True,
-    postgresql_where=capacity_forecasts.c.database_name.isnot(None),
-    sqlite_where=capacity_forecasts.c.database_name.isnot(None),
-)
-sa.Index(
-    "uq_capacity_forecasts_instance",
-    capacity_forecasts.c.as_of,
-    capacity_forecasts.c.instance_id,
-    unique=True,
-    postgresql_where=capacity_forecasts.c.database_name.is_(None),
-    sqlite_where=capacity_forecasts.c.database_name.is_(None),
-)
+_one_row_per_series(capacity_forecasts, "as_of")
 
 # Capacity limits a DBA sets (`sizeagg limits`; not an origin table): one per database
 # (database_name set) or per instance total (database_name NULL), in MB.
@@ -282,21 +281,7 @@ capacity_limits = sa.Table(
     _ts("updated_at", nullable=False, default_now=True),
     sa.CheckConstraint("limit_mb > 0", name="ck_capacity_limits_positive"),
 )
-sa.Index(
-    "uq_capacity_limits_database",
-    capacity_limits.c.instance_id,
-    capacity_limits.c.database_name,
-    unique=True,
-    postgresql_where=capacity_limits.c.database_name.isnot(None),
-    sqlite_where=capacity_limits.c.database_name.isnot(None),
-)
-sa.Index(
-    "uq_capacity_limits_instance",
-    capacity_limits.c.instance_id,
-    unique=True,
-    postgresql_where=capacity_limits.c.database_name.is_(None),
-    sqlite_where=capacity_limits.c.database_name.is_(None),
-)
+_one_row_per_series(capacity_limits)
 
 # Written by `capacity_forecast` next to capacity_forecasts, one row for each of its rows:
 # the forecast against the series' capacity limit (or, without one, its threshold) and
@@ -318,23 +303,7 @@ capacity_limit_forecasts = sa.Table(
     sa.Column("severity", sa.String(10), nullable=False),
     _ts("calculated_at", nullable=False, default_now=True),
 )
-sa.Index(
-    "uq_capacity_limit_forecasts_database",
-    capacity_limit_forecasts.c.as_of,
-    capacity_limit_forecasts.c.instance_id,
-    capacity_limit_forecasts.c.database_name,
-    unique=True,
-    postgresql_where=capacity_limit_forecasts.c.database_name.isnot(None),
-    sqlite_where=capacity_limit_forecasts.c.database_name.isnot(None),
-)
-sa.Index(
-    "uq_capacity_limit_forecasts_instance",
-    capacity_limit_forecasts.c.as_of,
-    capacity_limit_forecasts.c.instance_id,
-    unique=True,
-    postgresql_where=capacity_limit_forecasts.c.database_name.is_(None),
-    sqlite_where=capacity_limit_forecasts.c.database_name.is_(None),
-)
+_one_row_per_series(capacity_limit_forecasts, "as_of")
 
 # Every alert sizeagg raised (docs/alerts.md): one row per key (kind, subject, business
 # day), so an alert is sent once however often a sensor re-evaluates, with what each

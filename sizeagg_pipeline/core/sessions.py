@@ -360,7 +360,7 @@ def session_for_run(conn: sa.Connection, run_id: str) -> str | None:
     return _session_where(conn, "session_run_id", run_id)
 
 
-def _summary(row: sa.RowMapping) -> SessionSummary:
+def summary_of(row: sa.RowMapping) -> SessionSummary:
     return SessionSummary(
         session_id=row["session_id"],
         sync_type=row["sync_type"],
@@ -379,7 +379,7 @@ def get_session(conn: sa.Connection, session_id: str) -> SessionSummary:
         .mappings()
         .one()
     )
-    return _summary(row)
+    return summary_of(row)
 
 
 def recent_sessions(conn: sa.Connection, limit: int = 20) -> list[SessionSummary]:
@@ -389,7 +389,7 @@ def recent_sessions(conn: sa.Connection, limit: int = 20) -> list[SessionSummary
         .order_by(sync_sessions.c.id.desc())
         .limit(limit)
     ).mappings()
-    return [_summary(row) for row in rows]
+    return [summary_of(row) for row in rows]
 
 
 def running_sessions(conn: sa.Connection) -> list[tuple[SessionSummary, dict[str, Any]]]:
@@ -402,5 +402,5 @@ def running_sessions(conn: sa.Connection) -> list[tuple[SessionSummary, dict[str
             .where(sync_instance_records.c.session_id == row["session_id"])
             .limit(1)
         ).scalar_one_or_none()
-        result.append((_summary(row), details or {}))
+        result.append((summary_of(row), details or {}))
     return result

@@ -104,14 +104,16 @@ BAD = {
 EXPECTED = "SIZEAGG_ALERT_WEBHOOK_FORMAT='teams' is not one of generic, slack, feishu, dingtalk, wecom"
 
 
-def _env(tmp_path: Path) -> dict[str, str]:
+def _start(tmp_path: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """A command started with the bad setting (and no other SIZEAGG_ variable)."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("SIZEAGG_")}
-    return {
+    env = {
         **base,
         **BAD,
         "SIZEAGG_DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}",
         "DAGSTER_HOME": str(tmp_path),
     }
+    return subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_sizeagg_run_refuses_to_start(tmp_path: Path) -> None:
@@ -120,14 +122,7 @@ def test_sizeagg_run_refuses_to_start(tmp_path: Path) -> None:
     (Importing the package loads the definitions, so today a traceback comes first,
     as for SIZEAGG_START_DATE; issue 18 makes every such start-up error one line.)
     """
-    result = subprocess.run(
-        [str(BIN / "sizeagg"), "run", "--date", "2026-03-17"],
-        cwd=tmp_path,
-        env=_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = _start(tmp_path, tmp_path, str(BIN / "sizeagg"), "run", "--date", "2026-03-17")
     assert result.returncode != 0
     assert EXPECTED in result.stderr.strip().splitlines()[-1]
     assert "t0k3n" not in result.stderr
@@ -135,14 +130,7 @@ def test_sizeagg_run_refuses_to_start(tmp_path: Path) -> None:
 
 
 def test_the_code_location_refuses_to_load(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [str(BIN / "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
-        cwd=ROOT,
-        env=_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = _start(tmp_path, ROOT, str(BIN / "dagster"), "definitions", "validate", "-w", "workspace.yaml")
     assert result.returncode != 0
     assert EXPECTED in result.stdout + result.stderr
     assert "t0k3n" not in result.stdout + result.stderr

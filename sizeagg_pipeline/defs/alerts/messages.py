@@ -63,24 +63,26 @@ def session_alert(instance: dg.DagsterInstance, settings: Alerting, session: End
         link = run_link(settings, session_run)
     else:
         link = runs_link(settings, {EXECUTION_TAG: execution})
-    ended = session.completed_at or session.started_at
+    summary = session.summary
+    ended = summary.completed_at or summary.started_at
     lines = [
-        f"Execution: {execution} ({session.sync_type})",
-        f"Session: {session.session_id} {session.status}" + (f" at {business_time(ended)}" if ended else ""),
-        f"Instances: {session.total} in the session, {session.successful} succeeded, {session.failed} failed",
+        f"Execution: {execution} ({summary.sync_type})",
+        f"Session: {summary.session_id} {summary.status}" + (f" at {business_time(ended)}" if ended else ""),
+        f"Instances: {summary.total_instances} in the session, {summary.successful_instances} succeeded, "
+        f"{summary.failed_instances} failed",
     ]
     if runs:
         lines.append(
             "Partitions: " + "; ".join(f"{r.period} {r.partitions} {r.status.value.lower()}" for r in runs)
         )
     lines.append(f"Reason: {session.reason or 'not recorded'}")
-    failed = session.status == SessionStatus.FAILED
+    failed = summary.status == SessionStatus.FAILED
     return Alert(
         kind=Kind.SESSION,
-        subject=session.session_id,
+        subject=summary.session_id,
         day=business_day(ended).date() if ended else CALENDAR.today(),
         severity=Severity.CRITICAL if failed else Severity.WARNING,
-        title=f"aggregation session {session.status}: {execution}",
+        title=f"aggregation session {summary.status}: {execution}",
         text="\n".join(lines),
         link=link,
     )

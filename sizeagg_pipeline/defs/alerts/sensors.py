@@ -98,15 +98,22 @@ def failed_checks(
     return found, newest
 
 
-def check_alerts(settings: Alerting, failures: list[FailedCheck], known: set[str]) -> list[alerts.Alert]:
+def _kind(failure: FailedCheck) -> Kind:
+    return Kind.DEADLINE if failure.key.name == FRESHNESS_CHECK else Kind.CHECK
+
+
+def _check_key(failure: FailedCheck) -> str:
     """One alert per check (all freshness checks are one) and business day."""
-    groups: dict[tuple[Kind, str, str], list[FailedCheck]] = defaultdict(list)
+    return alerts.key_of(_kind(failure), failure.key.name, business_day(failure.at).date())
+
+
+def check_alerts(settings: Alerting, failures: list[FailedCheck], known: set[str]) -> list[alerts.Alert]:
+    """The failures of each check and day not told yet, as one alert each."""
+    groups: dict[str, list[FailedCheck]] = defaultdict(list)
     for failure in sorted(failures, key=lambda f: f.at):
-        kind = Kind.DEADLINE if failure.key.name == FRESHNESS_CHECK else Kind.CHECK
-        day = business_day(failure.at).date()
-        if alerts.key_of(kind, failure.key.name, day) not in known:
-            groups[(kind, failure.key.name, day.isoformat())].append(failure)
-    return [check_alert(settings, kind, group) for (kind, _, _), group in groups.items()]
+        if _check_key(failure) not in known:
+            groups[_check_key(failure)].append(failure)
+    return [check_alert(settings, _kind(group[0]), group) for group in groups.values()]
 
 
 def alert_tick(
@@ -122,22 +129,18 @@ def alert_tick(
     with engine.connect() as conn:
         ended = alerts.ended_badly(conn, now - LOOKBACK)
         session_keys = {
-            s.session_id: alerts.key_of(Kind.SESSION, s.session_id, business_day(s.completed_at).date())
+            s.summary.session_id: alerts.key_of(
+                Kind.SESSION, s.summary.session_id, business_day(s.summary.completed_at).date()
+            )
             for s in ended
-            if s.completed_at
+            if s.summary.completed_at
         }
         failures, newest = failed_checks(instance, checks, state.get("check_after"), now)
-        candidate_keys = [
-            alerts.key_of(
-                Kind.DEADLINE if f.key.name == FRESHNESS_CHECK else Kind.CHECK,
-                f.key.name,
-                business_day(f.at).date(),
-            )
-            for f in failures
-        ]
-        known = alerts.known(conn, [*session_keys.values(), *candidate_keys])
+        known = alerts.known(conn, [*session_keys.values(), *(_check_key(f) for f in failures)])
     batch = [
-        session_alert(instance, settings, s) for s in ended if session_keys.get(s.session_id) not in known
+        session_alert(instance, settings, s)
+        for s in ended
+        if session_keys.get(s.summary.session_id, "") not in known
     ]
     batch += check_alerts(settings, failures, known)
     new = notify.raise_alerts(engine, settings, batch, now)
