@@ -15,10 +15,15 @@ from dagster._core.execution.backfill import (
     PartitionBackfill,
 )
 
+# The alert sensor reads only the failed evaluations of each asset check; the history
+# filter takes this status (no public export in 1.13).
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+
 Metadata = dict[str, RawMetadataValue]  # what assets and checks attach to their results
 
 __all__ = [
     "BULK_ACTION_TERMINAL_STATUSES",
+    "AssetCheckExecutionRecordStatus",
     "BulkActionStatus",
     "BulkActionsFilter",
     "Metadata",

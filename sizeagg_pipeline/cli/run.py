@@ -19,20 +19,21 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, timedelta
 from typing import Any, TextIO
 
 import dagster as dg
 
-from ..core import sessions
+from ..core import alerts, notify, sessions
 from ..core.owner import Owner
 from ..core.periods import windows_for_date
 from ..core.schema import make_engine
 from ..core.sessions import SessionSummary, SyncType
-from ..core.settings import database_url, utc_now
+from ..core.settings import alerting, database_url, utc_now
 from ..defs.aggregates.assets import APP_DB_POOL
 from ..defs.aggregates.jobs import PERIOD_JOBS
+from ..defs.alerts.messages import session_alert
 from ..defs.sessions.asset import aggregation_session, aggregation_session_job
 from ..defs.sessions.dead_runs import HEARTBEAT_INTERVAL, heal
 from ..defs.sessions.gate import decide
@@ -216,3 +217,26 @@ def run_tick(
     """One execution in process, as `sizeagg run --date day` runs it."""
     with Runner(defs, instance) as runner:
         return runner.tick(day, sync_type, session_config)
+
+
+def tell(instance: dg.DagsterInstance, ended: Sequence[SessionSummary]) -> list[str]:
+    """Send the alerts of the sessions this process ended failed or cancelled, before it exits.
+
+    A deployment without the daemon is told too; with the daemon, its `alerts` sensor
+    finds the same keys and sends nothing twice. Alerts still due from earlier runs
+    are delivered here as well. Delivery never changes the exit status.
+    """
+    settings = alerting()
+    engine = make_engine(database_url())
+    try:
+        with engine.connect() as conn:
+            found = [s for summary in ended for s in alerts.ended_badly(conn, utc_now(), summary.session_id)]
+        batch = [session_alert(instance, settings, session) for session in found]
+        notify.raise_alerts(engine, settings, batch, utc_now())
+        told = notify.deliver_now(engine, settings, [a.key for a in batch])
+        told += notify.deliver_due(engine, settings, utc_now())
+        if not settings.channels:
+            return [f"{a.key} recorded (no alert channel configured)" for a in batch]
+        return [str(delivery) for delivery in told]
+    finally:
+        engine.dispose()

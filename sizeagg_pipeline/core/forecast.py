@@ -30,14 +30,22 @@ projections are ``fitted + slope · h``, never below 0.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from .schema import capacity_forecasts, database_size_aggregations, instance_size_aggregations
+from .alerts import Severity
+from .schema import (
+    capacity_forecasts,
+    capacity_limit_forecasts,
+    database_size_aggregations,
+    instance_size_aggregations,
+)
 
 METHOD = "theil-sen start + bisquare IRLS"
 BISQUARE_C = 4.685
@@ -60,12 +68,25 @@ class ForecastSettings:
     instance_threshold_mb: int = 512_000
     flag_within_days: int = 30
     max_iterations: int = 50
+    # Severity against a capacity limit: critical when this full or the limit this near …
+    critical_used_percent: float = 95
+    critical_within_days: int = 7
+    # … warning when this full or the limit this near (the warning horizon).
+    warning_used_percent: float = 85
+    warning_within_days: int = 30
+    interval_percent: int = 90  # confidence of the interval around the day the limit is reached
 
     def __post_init__(self) -> None:
         if self.window_days < 2:
             raise ValueError("window_days must be at least 2")
         if not 2 <= self.min_points <= self.window_days:
             raise ValueError("min_points must be between 2 and window_days")
+        if not 0 < self.warning_used_percent <= self.critical_used_percent:
+            raise ValueError("warning_used_percent must be above 0 and at most critical_used_percent")
+        if not 0 <= self.critical_within_days <= self.warning_within_days:
+            raise ValueError("critical_within_days must be between 0 and warning_within_days")
+        if not 50 <= self.interval_percent < 100:
+            raise ValueError("interval_percent must be between 50 and 99")
 
 
 @dataclass(frozen=True)
@@ -78,6 +99,9 @@ class TrendFit:
     r_squared: np.ndarray  # weighted R²; NaN when the series is constant
     points: np.ndarray  # observed days
     outliers: np.ndarray  # observed days with weight 0 in the final fit
+    line_scale: np.ndarray  # τ: the line's standard errors are τ·√(1/n + (h − t̄)²/Stt)
+    t_mean: np.ndarray  # t̄ of the observed days
+    t_ss: np.ndarray  # Stt = Σ (t − t̄)² over the observed days
 
 
 def _wls(y: np.ndarray, t: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -182,14 +206,41 @@ def robust_trend(
         r_squared = np.where(
             ss_tot > 1e-12 * np.maximum(1.0, (weights * y0**2).sum(axis=1)), 1.0 - ss_res / ss_tot, np.nan
         )
+    points = mask.sum(axis=1)
+    t_mean = np.where(mask, t, 0.0).sum(axis=1) / np.maximum(points, 1)
+    t_ss = np.where(mask, (t - t_mean[:, None]) ** 2, 0.0).sum(axis=1)
     return TrendFit(
         slope=slope,
         level=level,
         scale=scale,
         r_squared=r_squared,
-        points=mask.sum(axis=1),
+        points=points,
         outliers=(mask & (weights == 0)).sum(axis=1),
+        line_scale=_sandwich_scale(residuals, mask, scale, points),
+        t_mean=t_mean,
+        t_ss=t_ss,
     )
+
+
+def _sandwich_scale(residuals: np.ndarray, mask: np.ndarray, scale: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """τ of the bisquare M-estimate (Huber's sandwich, with his small-sample factor K).
+
+    τ² = K² · σ² · (Σψ²/(n − 2)) / (Σψ'/n)², ψ the bisquare of the standardized
+    residuals r/σ. For exact lines it is 0; for Gaussian noise it is close to the
+    noise's σ, as least squares' s would be, while outliers (ψ = 0) do not inflate it.
+    """
+    x = np.where(mask, residuals / scale[:, None], 0.0)
+    z2 = (x / BISQUARE_C) ** 2
+    inside = mask & (z2 < 1.0)
+    psi = np.where(inside, x * (1.0 - z2) ** 2, 0.0)
+    dpsi = np.where(inside, (1.0 - z2) * (1.0 - 5.0 * z2), 0.0)
+    count = np.maximum(n, 1)
+    mean_dpsi = dpsi.sum(axis=1) / count
+    var_dpsi = np.where(mask, (dpsi - mean_dpsi[:, None]) ** 2, 0.0).sum(axis=1) / count
+    with np.errstate(all="ignore"):
+        k = 1.0 + (2.0 / count) * var_dpsi / mean_dpsi**2
+        tau2 = k**2 * scale**2 * ((psi**2).sum(axis=1) / np.maximum(n - 2, 1)) / mean_dpsi**2
+    return np.where((mean_dpsi > 0) & (n > 2), np.sqrt(tau2), np.nan)
 
 
 def _converged(level: np.ndarray, slope: np.ndarray, new_level: np.ndarray, new_slope: np.ndarray) -> bool:
@@ -212,7 +263,70 @@ def days_until(level: np.ndarray, slope: np.ndarray, threshold: np.ndarray) -> n
     return np.where(result > MAX_DAYS_UNTIL, np.nan, result)
 
 
+def t_quantile(probability: float, dof: np.ndarray) -> np.ndarray:
+    """Student's t quantile (Cornish–Fisher from the normal one; within 0.2 % for dof ≥ 5)."""
+    z = NormalDist().inv_cdf(probability)
+    v = np.maximum(dof.astype(np.float64), 1.0)
+    return (
+        z
+        + (z**3 + z) / (4 * v)
+        + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * v**2)
+        + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * v**3)
+    )
+
+
+def crossing_interval(fit: TrendFit, limit: np.ndarray, percent: int) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) whole days from as_of within which the trend line reaches `limit`.
+
+    The days where `limit` lies inside the line's two-sided `percent` % confidence band
+    (Fieller's interval for the crossing of a fitted line). NaN: unbounded (the
+    slope is not significantly above 0, or beyond MAX_DAYS_UNTIL); both 0 when the
+    fitted size is already at the limit. Assumes the days' deviations from the line
+    are independent.
+    """
+    q = t_quantile(0.5 + percent / 200, fit.points - 2)
+    a0 = fit.level - limit
+    s = fit.slope
+    with np.errstate(all="ignore"):
+        k = (q * fit.line_scale) ** 2
+        a = s**2 - k / fit.t_ss
+        b = 2 * a0 * s + 2 * k * fit.t_mean / fit.t_ss
+        c = a0**2 - k * (1 / fit.points + fit.t_mean**2 / fit.t_ss)
+        root = np.sqrt(np.maximum(b**2 - 4 * a * c, 0.0))
+        r1, r2 = (-b - root) / (2 * a), (-b + root) / (2 * a)
+        small, big = np.minimum(r1, r2), np.maximum(r1, r2)
+        real = b**2 - 4 * a * c >= 0
+        # a > 0: the band holds the limit on [small, big]; a ≤ 0: outside it (or everywhere).
+        bounded = (a > 0) & real & (big >= 0)
+        low = np.where(bounded, np.maximum(small, 0.0), np.where(c <= 0, 0.0, np.where(real, big, 0.0)))
+        low = np.where((a > 0) & ~bounded, np.nan, low)
+        high = np.where(bounded, big, np.nan)
+    over = a0 >= 0
+    low, high = np.where(over, 0.0, np.floor(low)), np.where(over, 0.0, np.ceil(high))
+    invalid = ~np.isfinite(fit.line_scale) | np.isnan(limit)
+    low = np.where(invalid | (low > MAX_DAYS_UNTIL), np.nan, low)
+    high = np.where(invalid | (high > MAX_DAYS_UNTIL), np.nan, high)
+    return low, high
+
+
+def severity(used_percent: np.ndarray, days: np.ndarray, settings: ForecastSettings) -> np.ndarray:
+    """normal / warning / critical against a capacity limit (NaN days: not in sight)."""
+    within = ~np.isnan(days)
+    critical = (used_percent >= settings.critical_used_percent) | (
+        within & (days <= settings.critical_within_days)
+    )
+    warning = (used_percent >= settings.warning_used_percent) | (
+        within & (days <= settings.warning_within_days)
+    )
+    return np.where(
+        critical, Severity.CRITICAL.value, np.where(warning, Severity.WARNING.value, Severity.NORMAL.value)
+    )
+
+
 # --------------------------------------------------------------------------- frames
+
+# Per series (instance_id, database_name or None for the instance total): its limit in MB.
+Limits = Mapping[tuple[int, str | None], int]
 
 # Long input: key columns, `day` (date) and `size_mb`, one row per series and day.
 SERIES_KEYS = ("instance_id", "database_name")
@@ -223,12 +337,16 @@ def forecast_frame(
     as_of: date,
     settings: ForecastSettings,
     threshold_mb: int,
+    limits: Limits | None = None,
 ) -> pd.DataFrame:
     """Fit every series of `samples` (columns instance_id, database_name, day, size_mb).
 
     Only rows with as_of − window_days < day ≤ as_of are used; database_name may be
     None for instance series. Series with fewer than `min_points` days are dropped.
-    Returns one row per fitted series with the `capacity_forecasts` columns.
+    Returns one row per fitted series with the `capacity_forecasts` columns, then the
+    `capacity_limit_forecasts` ones: each series against its entry in `limits`, or,
+    without one, the threshold rule (warning when it reaches `threshold_mb` within
+    `flag_within_days`).
     """
     first = as_of - timedelta(days=settings.window_days - 1)
     days = pd.to_datetime(samples["day"])
@@ -277,13 +395,46 @@ def forecast_frame(
         out[f"projected_{h}d_mb"] = _whole_mb(fit.level + fit.slope * h)
     out["threshold_mb"] = threshold_mb
     until = days_until(fit.level, fit.slope, np.full(len(y), float(threshold_mb)))
-    out["days_until_threshold"] = pd.array(np.where(np.isnan(until), 0, until).astype("int64"), dtype="Int64")
-    out.loc[np.isnan(until), "days_until_threshold"] = pd.NA
+    out["days_until_threshold"] = _whole_days(until)
     out["r_squared"] = np.round(fit.r_squared, 6)
     out["residual_scale_mb"] = np.round(fit.scale, 3)
     out["outlier_days"] = fit.outliers.astype("int64")
     out["method"] = METHOD
+    _against_limits(out, fit, y[rows, last_col], limits or {}, settings)
     return out[columns]
+
+
+def _whole_days(values: np.ndarray) -> pd.api.extensions.ExtensionArray:
+    result = pd.array(np.where(np.isnan(values), 0, values).astype("int64"), dtype="Int64")
+    result[np.isnan(values)] = pd.NA
+    return result
+
+
+def _against_limits(
+    out: pd.DataFrame, fit: TrendFit, last: np.ndarray, limits: Limits, settings: ForecastSettings
+) -> None:
+    """Add the capacity_limit_forecasts columns to `out` (one row per series of `fit`)."""
+    keys = zip(out["instance_id"].tolist(), out["database_name"].tolist(), strict=True)
+    limit = np.array([limits.get((int(i), d), np.nan) for i, d in keys], dtype=np.float64)
+    has_limit = ~np.isnan(limit)
+    days = days_until(fit.level, fit.slope, limit)
+    low, high = crossing_interval(fit, limit, settings.interval_percent)
+    with np.errstate(all="ignore"):
+        used = np.round(last / limit * 100, 2)
+    threshold_days = out["days_until_threshold"].astype("Float64").to_numpy(dtype=np.float64, na_value=np.nan)
+    by_threshold = np.where(
+        (threshold_days > 0) & (threshold_days <= settings.flag_within_days),
+        Severity.WARNING.value,
+        Severity.NORMAL.value,
+    )
+    out["limit_mb"] = pd.array(np.where(has_limit, limit, 0).astype("int64"), dtype="Int64")
+    out.loc[~has_limit, "limit_mb"] = pd.NA
+    out["used_percent"] = np.where(has_limit, used, np.nan)
+    out["days_until_limit"] = _whole_days(days)
+    out["days_until_limit_low"] = _whole_days(low)
+    out["days_until_limit_high"] = _whole_days(high)
+    out["interval_percent"] = settings.interval_percent
+    out["severity"] = np.where(has_limit, severity(used, days, settings), by_threshold)
 
 
 def _whole_mb(values: np.ndarray) -> np.ndarray:
@@ -310,7 +461,20 @@ def _output_columns(settings: ForecastSettings) -> list[str]:
         "residual_scale_mb",
         "outlier_days",
         "method",
+        *LIMIT_COLUMNS,
     ]
+
+
+LIMIT_COLUMNS = (
+    "limit_mb",
+    "used_percent",
+    "days_until_limit",
+    "days_until_limit_low",
+    "days_until_limit_high",
+    "interval_percent",
+    "severity",
+)
+KEY_COLUMNS = ("instance_id", "database_name", "as_of")
 
 
 def crossing_soon(frame: pd.DataFrame, within_days: int) -> pd.DataFrame:
@@ -366,11 +530,15 @@ def _records(frame: pd.DataFrame) -> list[dict[str, object]]:
 
 
 def write_forecasts(conn: sa.Connection, frame: pd.DataFrame, first: date, last: date, now: datetime) -> int:
-    """Make the as_of slice [first, last] of capacity_forecasts equal `frame`, in the caller's transaction."""
-    table = capacity_forecasts
-    conn.execute(sa.delete(table).where(table.c.as_of.between(first, last)))
+    """Make the as_of slice [first, last] of capacity_forecasts and capacity_limit_forecasts
+    equal `frame`, in the caller's transaction."""
+    for table in (capacity_forecasts, capacity_limit_forecasts):
+        conn.execute(sa.delete(table).where(table.c.as_of.between(first, last)))
     if frame.empty:
         return 0
-    rows = _records(frame.assign(calculated_at=now, created_at=now))
-    conn.execute(sa.insert(table), rows)
-    return len(rows)
+    stamped = frame.assign(calculated_at=now, created_at=now)
+    forecast_columns = [c for c in stamped.columns if c not in LIMIT_COLUMNS]
+    limit_columns = [*KEY_COLUMNS, *LIMIT_COLUMNS, "calculated_at"]
+    conn.execute(sa.insert(capacity_forecasts), _records(stamped[forecast_columns]))
+    conn.execute(sa.insert(capacity_limit_forecasts), _records(stamped[limit_columns]))
+    return len(stamped)

@@ -1,6 +1,8 @@
 """The one module that knows the schema: the seven tables of docs/contract.md, the
-`capacity_forecasts` table the forecast asset writes, `raw_horizons` (retention), and
-`sizeagg_executions`, which links executions to their sessions.
+`capacity_forecasts` and `capacity_limit_forecasts` tables the forecast asset writes,
+the `capacity_limits` and `capacity_alerts` tables of the alerts (docs/alerts.md),
+`raw_horizons` (retention), and `sizeagg_executions`, which links executions to their
+sessions.
 
 Table and column names are the origin platform's, so sizeagg can be pointed at an
 existing database of that platform. Every default lives in the database (other
@@ -38,6 +40,23 @@ def _ts(name: str, *, nullable: bool = True, default_now: bool = False) -> sa.Co
 
 def _id() -> sa.Column:
     return sa.Column("id", Id, primary_key=True, autoincrement=True)
+
+
+def _one_row_per_series(table: sa.Table, *leading: str) -> None:
+    """Unique keys of a table with a row per database (database_name set) and per instance
+    (database_name NULL): NULLs are distinct in a unique constraint, so one partial index each."""
+    columns = [table.c[name] for name in (*leading, "instance_id")]
+    database = table.c.database_name
+    for kind, where in (("database", database.isnot(None)), ("instance", database.is_(None))):
+        extra = [database] if kind == "database" else []
+        sa.Index(
+            f"uq_{table.name}_{kind}",
+            *columns,
+            *extra,
+            unique=True,
+            postgresql_where=where,
+            sqlite_where=where,
+        )
 
 
 instances = sa.Table(
@@ -222,8 +241,6 @@ sync_instance_records = sa.Table(
 
 # Written by the `capacity_forecast` asset (issue 6; not an origin table): one row per
 # database (database_name set) and per instance (database_name NULL) and as_of date.
-# NULLs are distinct in a unique constraint, so the two kinds of row get one partial
-# unique index each.
 capacity_forecasts = sa.Table(
     "capacity_forecasts",
     metadata,
@@ -250,22 +267,69 @@ capacity_forecasts = sa.Table(
     _ts("calculated_at", nullable=False, default_now=True),
     _ts("created_at", nullable=False, default_now=True),
 )
-sa.Index(
-    "uq_capacity_forecasts_database",
-    capacity_forecasts.c.as_of,
-    capacity_forecasts.c.instance_id,
-    capacity_forecasts.c.database_name,
-    unique=True,
-    postgresql_where=capacity_forecasts.c.database_name.isnot(None),
-    sqlite_where=capacity_forecasts.c.database_name.isnot(None),
+_one_row_per_series(capacity_forecasts, "as_of")
+
+# Capacity limits a DBA sets (`sizeagg limits`; not an origin table): one per database
+# (database_name set) or per instance total (database_name NULL), in MB.
+capacity_limits = sa.Table(
+    "capacity_limits",
+    metadata,
+    _id(),
+    sa.Column("instance_id", sa.Integer, nullable=False),
+    sa.Column("database_name", sa.String(255)),
+    sa.Column("limit_mb", sa.BigInteger, nullable=False),
+    sa.Column("note", sa.Text),
+    _ts("created_at", nullable=False, default_now=True),
+    _ts("updated_at", nullable=False, default_now=True),
+    sa.CheckConstraint("limit_mb > 0", name="ck_capacity_limits_positive"),
 )
-sa.Index(
-    "uq_capacity_forecasts_instance",
-    capacity_forecasts.c.as_of,
-    capacity_forecasts.c.instance_id,
-    unique=True,
-    postgresql_where=capacity_forecasts.c.database_name.is_(None),
-    sqlite_where=capacity_forecasts.c.database_name.is_(None),
+_one_row_per_series(capacity_limits)
+
+# Written by `capacity_forecast` next to capacity_forecasts, one row for each of its rows:
+# the forecast against the series' capacity limit (or, without one, its threshold) and
+# the severity the alerts and the digest use. A table of its own, because existing
+# tables are never altered (docs/design.md).
+capacity_limit_forecasts = sa.Table(
+    "capacity_limit_forecasts",
+    metadata,
+    _id(),
+    sa.Column("instance_id", sa.Integer, nullable=False),
+    sa.Column("database_name", sa.String(255)),
+    sa.Column("as_of", sa.Date, nullable=False),
+    sa.Column("limit_mb", sa.BigInteger),
+    sa.Column("used_percent", Percent),
+    sa.Column("days_until_limit", sa.Integer),
+    sa.Column("days_until_limit_low", sa.Integer),
+    sa.Column("days_until_limit_high", sa.Integer),
+    sa.Column("interval_percent", sa.Integer, nullable=False),
+    sa.Column("severity", sa.String(10), nullable=False),
+    _ts("calculated_at", nullable=False, default_now=True),
+)
+_one_row_per_series(capacity_limit_forecasts, "as_of")
+
+# Every alert sizeagg raised (docs/alerts.md): one row per key (kind, subject, business
+# day), so an alert is sent once however often a sensor re-evaluates, with what each
+# channel answered. Due deliveries are found by (status, next_attempt_at).
+capacity_alerts = sa.Table(
+    "capacity_alerts",
+    metadata,
+    _id(),
+    sa.Column("key", sa.String(400), nullable=False, unique=True),
+    sa.Column("kind", sa.String(30), nullable=False),
+    sa.Column("subject", sa.String(300), nullable=False),
+    sa.Column("day", sa.Date, nullable=False),
+    sa.Column("severity", sa.String(10), nullable=False),
+    sa.Column("title", sa.String(300), nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("link", sa.String(1000)),
+    sa.Column("status", sa.String(10), nullable=False, server_default="pending"),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    _ts("next_attempt_at"),
+    sa.Column("outcome", Json),
+    _ts("first_seen_at", nullable=False, default_now=True),
+    _ts("last_seen_at", nullable=False, default_now=True),
+    _ts("sent_at"),
+    sa.Index("ix_capacity_alerts_due", "status", "next_attempt_at"),
 )
 
 # sizeagg's memory of each raw table's history (issue 16; not an origin table), one row per

@@ -462,7 +462,7 @@ def link_existing_sessions(conn: sa.Connection) -> int:
     return linked
 
 
-def _summary(row: sa.RowMapping) -> SessionSummary:
+def summary_of(row: sa.RowMapping) -> SessionSummary:
     return SessionSummary(
         session_id=row["session_id"],
         sync_type=row["sync_type"],
@@ -481,7 +481,7 @@ def get_session(conn: sa.Connection, session_id: str) -> SessionSummary:
         .mappings()
         .one()
     )
-    return _summary(row)
+    return summary_of(row)
 
 
 def recent_sessions(conn: sa.Connection, limit: int = 20) -> list[SessionSummary]:
@@ -491,7 +491,7 @@ def recent_sessions(conn: sa.Connection, limit: int = 20) -> list[SessionSummary
         .order_by(sync_sessions.c.id.desc())
         .limit(limit)
     ).mappings()
-    return [_summary(row) for row in rows]
+    return [summary_of(row) for row in rows]
 
 
 @dataclass(frozen=True)
@@ -513,7 +513,7 @@ def running_sessions(conn: sa.Connection) -> list[RunningSession]:
         .outerjoin(sizeagg_executions, links.session_id == sync_sessions.c.session_id)
         .where(sync_sessions.c.status == SessionStatus.RUNNING, sync_sessions.c.sync_category == CATEGORY)
     ).mappings()
-    return [RunningSession(_summary(row), row["execution_id"], row["session_run_id"]) for row in rows]
+    return [RunningSession(summary_of(row), row["execution_id"], row["session_run_id"]) for row in rows]
 
 
 def runs_of_running_sessions(conn: sa.Connection) -> set[str]:

@@ -11,7 +11,7 @@ import difflib
 import functools
 import os
 import zoneinfo
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -218,9 +218,166 @@ def retention() -> Retention:
     )
 
 
+# --------------------------------------------------------------------------- alerts
+
+SMTP_HOST_VAR = "SIZEAGG_SMTP_HOST"
+SMTP_PORT_VAR = "SIZEAGG_SMTP_PORT"
+SMTP_SECURITY_VAR = "SIZEAGG_SMTP_SECURITY"
+SMTP_USER_VAR = "SIZEAGG_SMTP_USER"
+SMTP_PASSWORD_VAR = "SIZEAGG_SMTP_PASSWORD"
+ALERT_FROM_VAR = "SIZEAGG_ALERT_FROM"
+ALERT_TO_VAR = "SIZEAGG_ALERT_TO"
+WEBHOOK_URL_VAR = "SIZEAGG_ALERT_WEBHOOK_URL"
+WEBHOOK_FORMAT_VAR = "SIZEAGG_ALERT_WEBHOOK_FORMAT"
+UI_URL_VAR = "SIZEAGG_UI_URL"
+FRESHNESS_DEADLINE_VAR = "SIZEAGG_FRESHNESS_DEADLINE"
+DIGEST_AT_VAR = "SIZEAGG_DIGEST_AT"
+DIGEST_MAX_LINES_VAR = "SIZEAGG_DIGEST_MAX_LINES"
+GROWTH_PERCENT_VAR = "SIZEAGG_GROWTH_ALERT_PERCENT"
+GROWTH_GB_VAR = "SIZEAGG_GROWTH_ALERT_GB"
+GROWTH_DAYS_VAR = "SIZEAGG_GROWTH_ALERT_DAYS"
+
+SMTP_SECURITIES = ("starttls", "ssl", "none")
+WEBHOOK_FORMATS = ("generic", "slack", "feishu", "dingtalk", "wecom")
+# The submission port for STARTTLS (and a plain relay), the implicit-TLS port for ssl.
+SMTP_DEFAULT_PORTS = {"starttls": 587, "none": 587, "ssl": 465}
+
+
+@dataclass(frozen=True)
+class Smtp:
+    """Where alert mail goes. The password never appears in a repr, a log or run metadata."""
+
+    host: str
+    port: int
+    security: str  # one of SMTP_SECURITIES
+    user: str | None
+    password: str | None = field(repr=False)
+    sender: str
+    recipients: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """Where alert posts go. The URL carries the bot's token: it is a secret too."""
+
+    url: str = field(repr=False)
+    format: str  # one of WEBHOOK_FORMATS
+
+
+@dataclass(frozen=True)
+class Alerting:
+    """Who is told, how, and about what (docs/alerts.md)."""
+
+    smtp: Smtp | None  # None: no email
+    webhook: Webhook | None  # None: no webhook
+    ui_url: str  # base URL of the Dagster UI, for links in messages
+    freshness_deadline: time  # business time by which yesterday's partitions must exist
+    digest_at: time | None  # business time of the morning digest; None: no digest
+    digest_max_lines: int
+    growth_percent: int  # the origin's growth rule: ≥ this percent …
+    growth_gb: int  # … and ≥ this many GB (1 GB = 1,024 MB) …
+    growth_days: int  # … against a baseline at most this many days old
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        return tuple(name for name, on in (("email", self.smtp), ("webhook", self.webhook)) if on)
+
+
+def _time_var(name: str, default: str, *, off: bool = False) -> time | None:
+    raw = os.environ.get(name) or default
+    if off and raw.lower() == "off":
+        return None
+    try:
+        return time.fromisoformat(raw)
+    except ValueError:
+        accepted = "a HH:MM time of day or off" if off else "a HH:MM time of day"
+        raise BadSetting(f"{name}={raw!r} is not {accepted}") from None
+
+
+def _choice_var(name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = (os.environ.get(name) or default).lower()
+    if raw not in choices:
+        raise BadSetting(f"{name}={raw!r} is not one of {', '.join(choices)}")
+    return raw
+
+
+def _http_url(name: str, value: str, *, secret: bool) -> str:
+    if not value.startswith(("http://", "https://")):
+        shown = "" if secret else f"={value!r}"
+        raise BadSetting(f"{name}{shown} is not an http:// or https:// URL")
+    return value
+
+
+def _smtp() -> Smtp | None:
+    env = os.environ
+    host = env.get(SMTP_HOST_VAR, "").strip()
+    if not host:
+        stray = [name for name in (SMTP_USER_VAR, SMTP_PASSWORD_VAR, ALERT_TO_VAR) if env.get(name)]
+        if stray:
+            raise BadSetting(f"{stray[0]} is set but {SMTP_HOST_VAR} is not: no mail can be sent without it")
+        return None
+    security = _choice_var(SMTP_SECURITY_VAR, "starttls", SMTP_SECURITIES)
+    port = _int_var(SMTP_PORT_VAR, SMTP_DEFAULT_PORTS[security], 1)
+    if port > 65535:
+        raise BadSetting(f"{SMTP_PORT_VAR}={port} is not a TCP port (1-65535)")
+    user, password = env.get(SMTP_USER_VAR) or None, env.get(SMTP_PASSWORD_VAR) or None
+    if bool(user) != bool(password):
+        given, missing = (SMTP_USER_VAR, SMTP_PASSWORD_VAR) if user else (SMTP_PASSWORD_VAR, SMTP_USER_VAR)
+        raise BadSetting(f"{given} is set but {missing} is not: SMTP login needs both")
+    recipients = tuple(a.strip() for a in env.get(ALERT_TO_VAR, "").split(",") if a.strip())
+    if not recipients:
+        raise BadSetting(f"{ALERT_TO_VAR} is empty but {SMTP_HOST_VAR} is set: name at least one recipient")
+    sender = env.get(ALERT_FROM_VAR) or (user if user and "@" in user else "")
+    if not sender:
+        raise BadSetting(
+            f"{ALERT_FROM_VAR} is not set (and {SMTP_USER_VAR} is not an address to use instead)"
+        )
+    for name, address in [(ALERT_FROM_VAR, sender), *((ALERT_TO_VAR, a) for a in recipients)]:
+        if "@" not in address:
+            raise BadSetting(f"{name}: {address!r} is not an email address")
+    return Smtp(host, port, security, user, password, sender, recipients)
+
+
+def _webhook() -> Webhook | None:
+    url = os.environ.get(WEBHOOK_URL_VAR, "").strip()
+    if not url:
+        if os.environ.get(WEBHOOK_FORMAT_VAR):
+            raise BadSetting(f"{WEBHOOK_FORMAT_VAR} is set but {WEBHOOK_URL_VAR} is not")
+        return None
+    return Webhook(
+        _http_url(WEBHOOK_URL_VAR, url, secret=True),
+        _choice_var(WEBHOOK_FORMAT_VAR, "generic", WEBHOOK_FORMATS),
+    )
+
+
+def alerting() -> Alerting:
+    """The alert settings, read from the environment on every call.
+
+    Not cached: they are cheap to read, and a sensor then always sends with what the
+    environment says now. The code location reads them once at load, so a bad value
+    stops start-up with a message naming the variable.
+    """
+    deadline = _time_var(FRESHNESS_DEADLINE_VAR, "06:00")
+    assert deadline is not None  # `off` is not accepted for the deadline
+    return Alerting(
+        smtp=_smtp(),
+        webhook=_webhook(),
+        ui_url=_http_url(
+            UI_URL_VAR, os.environ.get(UI_URL_VAR) or "http://127.0.0.1:3000", secret=False
+        ).rstrip("/"),
+        freshness_deadline=deadline,
+        digest_at=_time_var(DIGEST_AT_VAR, "09:00", off=True),
+        digest_max_lines=_int_var(DIGEST_MAX_LINES_VAR, 50, 1),
+        growth_percent=_int_var(GROWTH_PERCENT_VAR, 30, 1),
+        growth_gb=_int_var(GROWTH_GB_VAR, 20, 0),
+        growth_days=_int_var(GROWTH_DAYS_VAR, 3, 1),
+    )
+
+
 def check() -> None:
     """Read every setting now: the Dagster layer reads them at import time, where an error
     would surface as a traceback (raises `BadSetting`)."""
     calendar()
     operations()
     retention()
+    alerting()

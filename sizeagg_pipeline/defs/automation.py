@@ -52,3 +52,13 @@ def schedule(
         default_status=SCHEDULE_RUNNING,
         description=description,
     )
+
+
+def run_failure_sensor(name: str, interval: int, description: str) -> Callable[..., dg.SensorDefinition]:
+    """`dg.run_failure_sensor` on every job of this code location, RUNNING."""
+    return dg.run_failure_sensor(
+        name=name,
+        minimum_interval_seconds=interval,
+        default_status=RUNNING,
+        description=description,
+    )

@@ -164,8 +164,14 @@ def test_the_cli_end_to_end_on_an_origin_database(
         build_origin_schema(engine, [FEB], sync_tables=True, aggregate_months=[])
         assert cli.main(["init-db"]) == 0
         created = [line for line in capsys.readouterr().out.splitlines() if line.startswith("created ")]
-        # the origin has every other table; these three are sizeagg's own
-        assert created == ["created capacity_forecasts", "created raw_horizons", "created sizeagg_executions"]
+        assert created == [  # the origin has every other table
+            "created capacity_alerts",
+            "created capacity_forecasts",
+            "created capacity_limit_forecasts",
+            "created capacity_limits",
+            "created raw_horizons",
+            "created sizeagg_executions",
+        ]
         assert (
             cli.main(
                 ["demo-data", "--instances", "4", "--databases", "3", "--days", "45", "--end", "2026-03-10"]
@@ -187,3 +193,39 @@ def test_the_cli_end_to_end_on_an_origin_database(
         # daily/weekly/monthly of March, the quarter of January
         assert set(aggregates) == {"database_size_aggregations_2026_01", "database_size_aggregations_2026_03"}
         assert statuses == [("completed", 3)]
+
+
+def test_limits_commands(app_url: str, tmp_path: Path) -> None:
+    """`sizeagg limits`: a bad CSV line is one line naming file and line, exit 2, nothing written."""
+    engine = schema.make_engine(app_url)
+    schema.create_missing(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            schema.instances.insert(),
+            [{"name": n, "db_type": "mysql", "host": "h", "port": 3306} for n in ("orders-db", "crm-db")],
+        )
+    bad = tmp_path / "limits.csv"
+    bad.write_text("instance,database,limit_mb,note\norders-db,,512000,data volume\ncrm-db,crm,12GB,\n")
+    refused = _sizeagg(tmp_path, "limits", "import", str(bad))
+    assert refused.returncode == 2
+    assert refused.stderr.splitlines() == [
+        f"sizeagg limits: error: {bad} line 3: limit_mb '12GB' is not a whole number of MB"
+    ]
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(schema.capacity_limits)).scalar() == 0
+
+    bad.write_text("instance,database,limit_mb,note\norders-db,,512000,data volume\ncrm-db,crm,12288,\n")
+    imported = _sizeagg(tmp_path, "limits", "import", str(bad))
+    assert imported.returncode == 0, imported.stderr
+    assert imported.stdout.strip() == f"capacity limits: 2 set from {bad}"
+    one = _sizeagg(
+        tmp_path, "limits", "set", "--instance", "crm-db", "--limit-mb", "40960", "--note", "SAN lun 7"
+    )
+    assert one.stdout.strip() == "capacity limits: 1 set: crm-db (instance total)"
+    listing = _sizeagg(tmp_path, "limits", "list")
+    assert listing.stdout.splitlines()[1:] == [
+        "crm-db               (instance total)                     40,960  SAN lun 7",
+        "crm-db               crm                                  12,288  ",
+        "orders-db            (instance total)                    512,000  data volume",
+    ]
+    engine.dispose()

@@ -13,9 +13,10 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from sizeagg_pipeline.cli.run import run_tick
-from sizeagg_pipeline.core import schema
+from sizeagg_pipeline.cli.run import run_tick, tell
+from sizeagg_pipeline.core import alerts, schema
 from sizeagg_pipeline.definitions import defs
+from sizeagg_pipeline_tests.support.channels import smtp_server, webhook_server
 from sizeagg_pipeline_tests.support.data import RUN_DAY as DAY
 from sizeagg_pipeline_tests.support.data import add_db_rows, every_kind_of_instance
 from sizeagg_pipeline_tests.support.session_rows import records_by_instance as _records
@@ -92,3 +93,35 @@ def test_failed_period_fails_every_record(data: sa.Engine, dagster_instance: dg.
             conn.execute(sa.select(schema.database_size_aggregations.c.period_type).distinct()).scalars()
         )
     assert periods == {"daily", "weekly", "monthly"}
+
+
+def test_sizeagg_run_tells_its_failed_session_and_delivery_failures_change_nothing(
+    data: sa.Engine, dagster_instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refusing SMTP server, a webhook answering 500 then 200: retried, recorded, session as it was."""
+    with data.begin() as conn:
+        add_db_rows(
+            conn,
+            [{"instance_id": 2, "database_name": "db0", "size_mb": -7, "collected_date": date(2025, 12, 15)}],
+        )
+    with smtp_server(refuse=True) as smtp, webhook_server(statuses=[500]) as hook:
+        for name, value in {**smtp.env(), **hook.env("dingtalk")}.items():
+            monkeypatch.setenv(name, value)
+        summary = run_tick(defs, dagster_instance, DAY)
+        session_before = _records(data, summary.session_id)
+        lines = tell(dagster_instance, [summary])
+    assert summary.status == "failed"
+    assert _records(data, summary.session_id) == session_before  # the session is what it was
+    # first attempt: both fail; the retry 10 s later (within the CLI's patience): the webhook takes it
+    assert len(hook.requests) == 2 and len(hook.delivered) == 1
+    assert "aggregation session failed" in hook.delivered[0]["text"]["content"]
+    assert smtp.attempts == 2 and smtp.messages == []
+    assert lines[-1].endswith(
+        "pending (email: SMTPDataError: (554, b'5.7.1 Message refused by the test server'))"
+    )
+    with data.connect() as conn:
+        row = conn.execute(sa.select(schema.capacity_alerts)).mappings().one()
+    assert (row["kind"], row["status"], row["attempts"]) == ("session", "pending", 2)
+    assert row["outcome"]["webhook"]["status"] == "sent" and row["outcome"]["email"]["status"] == "failed"
+    assert row["next_attempt_at"] is not None  # the daemon, or the next `sizeagg run`, tries again
+    assert row["attempts"] < alerts.MAX_ATTEMPTS

@@ -50,9 +50,12 @@ def test_init_db_reports_what_it_found_and_adds_only_the_missing_tables(
     out = capsys.readouterr().out
 
     created = [line for line in out.splitlines() if line.startswith("created ")]
-    # the origin has no session tables; the first three are sizeagg's own
+    # the origin has no session tables; the others are sizeagg's own
     assert created == [
+        "created capacity_alerts",
         "created capacity_forecasts",
+        "created capacity_limit_forecasts",
+        "created capacity_limits",
         "created raw_horizons",
         "created sizeagg_executions",
         "created sync_sessions",
@@ -83,6 +86,9 @@ def test_init_db_reports_what_it_found_and_adds_only_the_missing_tables(
         "capacity_forecasts",
         "raw_horizons",
         "sizeagg_executions",
+        "capacity_limit_forecasts",
+        "capacity_limits",
+        "capacity_alerts",
     }
     assert [r for r in after["columns"] if r[0] not in new_tables] == before["columns"]
     assert [r for r in after["kinds"] if r[0] not in new_tables] == before["kinds"]
@@ -99,6 +105,15 @@ def test_init_db_reports_what_it_found_and_adds_only_the_missing_tables(
         "sizeagg_executions_pkey",
         "uq_sizeagg_executions_session_id",
         "ix_sizeagg_executions_session_run_id",
+        "capacity_limit_forecasts_pkey",
+        "uq_capacity_limit_forecasts_database",
+        "uq_capacity_limit_forecasts_instance",
+        "capacity_limits_pkey",
+        "uq_capacity_limits_database",
+        "uq_capacity_limits_instance",
+        "capacity_alerts_pkey",
+        "capacity_alerts_key_key",
+        "ix_capacity_alerts_due",
     }
     assert [r for r in after["indexes"] if r in before["indexes"]] == before["indexes"]
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from datetime import date, timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -170,3 +171,100 @@ def test_window_limits_the_history() -> None:
 
 def test_days_until_is_capped() -> None:
     assert math.isnan(forecast.days_until(np.array([0.0]), np.array([1e-9]), np.array([1e6]))[0])
+
+
+# --------------------------------------------------------------------------- capacity limits
+
+
+def limited(y: np.ndarray, limit: int, database: str | None = "db", **settings: Any) -> pd.Series:
+    out = forecast_frame(
+        long_frame(y, database=database),
+        AS_OF,
+        ForecastSettings(**settings),
+        1_000_000,
+        {(1, database): limit},
+    )
+    assert len(out) == 1
+    return out.iloc[0]
+
+
+@pytest.mark.parametrize(
+    ("slope", "limit", "days", "used", "severity"),
+    [
+        (10.0, 2000, 100, 50.0, "normal"),  # half full, 100 days away
+        (10.0, 1300, 30, 76.92, "warning"),  # the limit within the warning horizon (30 days)
+        (10.0, 1080, 8, 92.59, "warning"),  # one day past the critical horizon, below 95 % used
+        (10.0, 1070, 7, 93.46, "critical"),  # the limit within 7 days
+        (0.0, 1176, None, 85.03, "warning"),  # flat at 85 % used
+        (0.0, 1052, None, 95.06, "critical"),  # flat at 95 % used
+        (-5.0, 1100, None, 90.91, "warning"),  # shrinking, but 85 % used
+        (10.0, 1000, 0, 100.0, "critical"),  # already at the limit
+    ],
+)
+def test_days_until_the_limit_and_severity_are_exact(
+    slope: float, limit: int, days: int | None, used: float, severity: str
+) -> None:
+    row = limited(1000 + slope * T, limit)
+    assert row["limit_mb"] == limit
+    assert row["used_percent"] == pytest.approx(used)
+    assert (None if pd.isna(row["days_until_limit"]) else row["days_until_limit"]) == days
+    assert row["severity"] == severity
+    if days is not None:  # an exact line has no uncertainty: the interval is the day itself
+        assert (row["days_until_limit_low"], row["days_until_limit_high"]) == (days, days)
+    assert row["interval_percent"] == 90
+
+
+def test_severity_thresholds_are_configurable() -> None:
+    row = limited(1000 + 10 * T, 1300, warning_within_days=20, critical_within_days=5)
+    assert (row["days_until_limit"], row["severity"]) == (30, "normal")
+    row = limited(1000 + 0 * T, 1250, warning_used_percent=80, critical_used_percent=90)
+    assert row["severity"] == "warning"  # 80 % used
+
+
+def test_an_instance_limit_applies_to_the_instance_total_only() -> None:
+    frame = pd.concat([long_frame(1000 + 10 * T, database=None), long_frame(1000 + 10 * T, database="db")])
+    out = forecast_frame(frame, AS_OF, ForecastSettings(), 1_000_000, {(1, None): 1100})
+    total = out[out["database_name"].isna()].iloc[0]
+    database = out[out["database_name"].notna()].iloc[0]
+    assert (total["days_until_limit"], total["severity"]) == (10, "warning")
+    assert pd.isna(database["limit_mb"]) and database["severity"] == "normal"
+
+
+def test_without_a_limit_the_threshold_rule_decides() -> None:
+    soon = one_row(1000 + 10 * T, threshold=1200)  # threshold in 20 days: flagged
+    later = one_row(1000 + 10 * T, threshold=1500)  # 50 days
+    over = one_row(1000 + 10 * T, threshold=900)  # already over it: not news
+    assert [r["severity"] for r in (soon, later, over)] == ["warning", "normal", "normal"]
+    assert pd.isna(soon["limit_mb"]) and pd.isna(soon["days_until_limit"])
+
+
+def test_the_interval_contains_the_true_crossing_at_the_stated_rate() -> None:
+    """Noise σ = 100 MB around 3 MB/day; the true line reaches the limit in 40.5 days.
+
+    The 90 % interval must contain that day in about 90 % of 400 series (binomial
+    σ of the rate: 1.5 points), and not by being uselessly wide.
+    """
+    rng = np.random.default_rng(20261202)
+    series = 400
+    rows = [long_frame(np.rint(5000 + 3.0 * T + rng.normal(0, 100, W)), instance_id=i) for i in range(series)]
+    limit = 5000 + int(3.0 * 40.5)
+    true_day = (limit - 5000) / 3.0
+    out = forecast_frame(
+        pd.concat(rows), AS_OF, ForecastSettings(), 10**9, {(i, "db"): limit for i in range(series)}
+    )
+    low = out["days_until_limit_low"].astype("Float64").to_numpy(dtype=float, na_value=np.nan)
+    high = out["days_until_limit_high"].astype("Float64").to_numpy(dtype=float, na_value=np.inf)
+    coverage = np.mean((low <= true_day) & (true_day <= high))
+    assert 0.86 <= coverage <= 0.94, coverage
+    assert np.median(high - low) < 80  # about ±20 days around 40
+    for percent, lower, upper in ((50, 0.42, 0.58), (99, 0.97, 1.0)):
+        other = forecast_frame(
+            pd.concat(rows),
+            AS_OF,
+            ForecastSettings(interval_percent=percent),
+            10**9,
+            {(i, "db"): limit for i in range(series)},
+        )
+        lo = other["days_until_limit_low"].astype("Float64").to_numpy(dtype=float, na_value=np.nan)
+        hi = other["days_until_limit_high"].astype("Float64").to_numpy(dtype=float, na_value=np.inf)
+        assert lower <= np.mean((lo <= true_day) & (true_day <= hi)) <= upper, percent

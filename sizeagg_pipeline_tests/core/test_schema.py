@@ -53,7 +53,7 @@ def test_postgresql_column_types(postgresql_url: str) -> None:
     assert len(stamps) >= 20
     assert {types[k][0] for k in stamps} == {"timestamp with time zone"}
     ids = [k for k in types if k[1] == "id"]
-    assert len(ids) == 8  # the seven tables of the contract and capacity_forecasts
+    assert len(ids) == 11  # the seven tables of the contract, the forecast's two, limits and alerts
     for key in ids:  # bigserial: auto-increments for plain-SQL writers too
         assert types[key][0] == "bigint" and types[key][3].startswith("nextval("), key
     assert types[("sync_instance_records", "sync_details")][0] == "jsonb"

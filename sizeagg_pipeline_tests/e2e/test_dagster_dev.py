@@ -279,6 +279,10 @@ def test_every_sensor_runs_on_a_fresh_deployment(deployment: Deployment) -> None
             "aggregation_session_cancelled",
             "session_janitor",
             "dead_run_healer",
+            "alerts",
+            "run_failure_alerts",
+            "freshness_checks_sensor",
+            "capacity_digest",
         )
     }
 

@@ -10,13 +10,16 @@ from __future__ import annotations
 import dagster as dg
 
 from ...core.periods import PERIODS, Period
+from ..alerts.freshness import aggregate_freshness_checks
 from ..sessions.vocabulary import PERIOD_TAG
 from .assets import assets_of
 
 PERIOD_JOBS: dict[Period, dg.UnresolvedAssetJobDefinition] = {
     period: dg.define_asset_job(
         f"{period}_aggregation_job",
-        selection=assets_of(period),
+        # The freshness checks judge "now", not the run's partition: their own sensor runs them.
+        selection=dg.AssetSelection.assets(*assets_of(period))
+        - dg.AssetSelection.checks(aggregate_freshness_checks),
         tags={PERIOD_TAG: period.value},
         description=f"Database- and instance-level {period} aggregates for a partition or range.",
     )

@@ -7,13 +7,15 @@ is one run and one transaction; the math is `core/forecast.py` (vectorized numpy
 
 import warnings
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import dagster as dg
 import pandas as pd
 import sqlalchemy as sa
 from pydantic import Field
 
-from ...core import forecast
+from ...core import forecast, limits
+from ...core.alerts import Severity
 from ...core.levels import DATABASE, INSTANCE
 from ...core.lineage import FORECAST_LINEAGE, column_descriptions
 from ...core.periods import Period
@@ -52,15 +54,26 @@ class ForecastConfig(dg.Config):
     flag_within_days: int = Field(
         default=_DEFAULTS.flag_within_days, description="flag series projected to reach it within this"
     )
+    critical_used_percent: float = Field(
+        default=_DEFAULTS.critical_used_percent, description="critical: this much of the capacity limit used"
+    )
+    critical_within_days: int = Field(
+        default=_DEFAULTS.critical_within_days,
+        description="critical: the limit reached within this many days",
+    )
+    warning_used_percent: float = Field(
+        default=_DEFAULTS.warning_used_percent, description="warning: this much of the capacity limit used"
+    )
+    warning_within_days: int = Field(
+        default=_DEFAULTS.warning_within_days,
+        description="warning: the limit reached within this many days (the warning horizon)",
+    )
+    interval_percent: int = Field(
+        default=_DEFAULTS.interval_percent, description="confidence of the interval around the limit's day"
+    )
 
     def settings(self) -> forecast.ForecastSettings:
-        return forecast.ForecastSettings(
-            window_days=self.window_days,
-            min_points=self.min_points,
-            database_threshold_mb=self.database_threshold_mb,
-            instance_threshold_mb=self.instance_threshold_mb,
-            flag_within_days=self.flag_within_days,
-        )
+        return forecast.ForecastSettings(**self.model_dump())
 
 
 def forecast_days(engine: sa.Engine, days: list[date], settings: forecast.ForecastSettings) -> pd.DataFrame:
@@ -68,6 +81,7 @@ def forecast_days(engine: sa.Engine, days: list[date], settings: forecast.Foreca
     first = days[0] - timedelta(days=settings.window_days - 1)
     with engine.connect() as conn:
         samples = forecast.read_daily_sizes(conn, first, days[-1])
+        by_series = limits.read(conn)
     is_instance = samples["database_name"].isna()
     frames = []
     for as_of in days:  # a handful of partitions, not history: each day is one array fit
@@ -75,7 +89,7 @@ def forecast_days(engine: sa.Engine, days: list[date], settings: forecast.Foreca
             (samples[~is_instance], settings.database_threshold_mb),
             (samples[is_instance], settings.instance_threshold_mb),
         ):
-            frames.append(forecast.forecast_frame(subset, as_of, settings, threshold))
+            frames.append(forecast.forecast_frame(subset, as_of, settings, threshold, by_series))
     frames = [f for f in frames if not f.empty]
     if not frames:
         return pd.DataFrame(columns=forecast.forecast_frame(samples.iloc[:0], days[0], settings, 0).columns)
@@ -106,6 +120,39 @@ def _flagged_markdown(flagged: pd.DataFrame, names: dict[int, str], empty: str) 
     return shown.to_markdown(index=False) + more
 
 
+def _limits_markdown(latest: pd.DataFrame, names: dict[int, str]) -> str:
+    """Series with a capacity limit that are not `normal`: the most severe, then the soonest, first."""
+    limited = latest[latest["limit_mb"].notna() & latest["severity"].ne(Severity.NORMAL.value)]
+    if limited.empty:
+        return "_no series with a capacity limit is at warning or critical_"
+    rank = limited["severity"].map(lambda s: -Severity(s).rank)
+    ordered = limited.assign(_rank=rank).sort_values(["_rank", "days_until_limit", "used_percent"])
+    shown = pd.DataFrame(
+        {
+            "severity": ordered["severity"],
+            "instance": ordered["instance_id"].map(lambda i: names.get(i, f"#{i}")),
+            "database": ordered["database_name"].fillna("(instance total)"),
+            "limit MB": ordered["limit_mb"],
+            "used %": ordered["used_percent"],
+            "days until limit": ordered["days_until_limit"],
+            f"{ordered['interval_percent'].iloc[0]} % interval": [
+                _interval_text(low, high)
+                for low, high in zip(
+                    ordered["days_until_limit_low"], ordered["days_until_limit_high"], strict=True
+                )
+            ],
+        }
+    ).head(FLAGGED_SHOWN)
+    more = f"\n\n… and {len(ordered) - FLAGGED_SHOWN} more" if len(ordered) > FLAGGED_SHOWN else ""
+    return shown.to_markdown(index=False) + more
+
+
+def _interval_text(low: Any, high: Any) -> str:
+    if pd.isna(low):
+        return "not in sight"
+    return f"{low}–{high}" if not pd.isna(high) else f"{low}–(open)"
+
+
 def _metadata(frame: pd.DataFrame, settings: forecast.ForecastSettings, names: dict[int, str]) -> Metadata:
     latest = frame[frame["as_of"] == frame["as_of"].max()] if len(frame) else frame
     flagged = forecast.crossing_soon(latest, settings.flag_within_days)
@@ -119,6 +166,9 @@ def _metadata(frame: pd.DataFrame, settings: forecast.ForecastSettings, names: d
         "flagged_databases": int(flagged["database_name"].notna().sum()),
         "flagged_instances": int(flagged["database_name"].isna().sum()),
         "already_over_threshold": len(over),
+        "critical_series": int(latest["severity"].eq(Severity.CRITICAL.value).sum()),
+        "warning_series": int(latest["severity"].eq(Severity.WARNING.value).sum()),
+        "capacity_limits": dg.MetadataValue.md(_limits_markdown(latest, names)),
         "flagged": dg.MetadataValue.md(
             _flagged_markdown(
                 flagged,
@@ -149,8 +199,10 @@ with warnings.catch_warnings():
             "Capacity forecast per database and per instance as of each day: a robust linear "
             "trend (Theil–Sen start, bisquare IRLS) over the last window_days days of daily "
             "aggregates (days without data ignored), projected 30/90/180 days ahead, with the "
-            "days until a configurable threshold, in capacity_forecasts. Metadata flags what "
-            "is projected to cross its threshold within 30 days."
+            "days until a configurable threshold, in capacity_forecasts; against each capacity "
+            "limit (sizeagg limits) the days until it is reached, with an interval, and a severity "
+            "normal/warning/critical, in capacity_limit_forecasts. Metadata flags what is "
+            "projected to cross its threshold within 30 days and what is near its limit."
         ),
         group_name="aggregates",
         owners=OWNERS,

@@ -170,10 +170,13 @@ def period_of(run: dg.DagsterRun) -> Period | None:
     return periods.pop() if len(periods) == 1 else None
 
 
-def period_runs(instance: dg.DagsterInstance, tags: Mapping[str, str]) -> list[PeriodRun]:
-    """The period runs carrying `tags`, with their real status and error."""
+def period_runs(
+    instance: dg.DagsterInstance, tags: Mapping[str, str] | None = None, run_ids: Sequence[str] | None = None
+) -> list[PeriodRun]:
+    """The period runs carrying `tags` (or among `run_ids`), with their real status and error."""
     result = []
-    for run in instance.get_runs(filters=dg.RunsFilter(tags=dict(tags))):
+    filters = dg.RunsFilter(tags=dict(tags or {}), run_ids=list(run_ids) if run_ids is not None else None)
+    for run in instance.get_runs(filters=filters):
         period = period_of(run)
         first = run.tags.get(RANGE_START_TAG) or run.tags.get(PARTITION_TAG)
         last = run.tags.get(RANGE_END_TAG) or run.tags.get(PARTITION_TAG)
@@ -234,7 +237,7 @@ def tagged(instance: dg.DagsterInstance, execution_id: str, tags: Mapping[str, s
     )
 
 
-def _materialized(instance: dg.DagsterInstance, asset: dg.AssetKey, partition: str) -> bool:
+def materialized(instance: dg.DagsterInstance, asset: dg.AssetKey, partition: str) -> bool:
     records = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=asset, asset_partitions=[partition]), limit=1
     )
@@ -249,7 +252,7 @@ def standalone(instance: dg.DagsterInstance, run_id: str, day: date, sync_type: 
         absent = [
             level.asset_name(period)
             for level in LEVELS
-            if not _materialized(instance, dg.AssetKey(level.asset_name(period)), window.key)
+            if not materialized(instance, dg.AssetKey(level.asset_name(period)), window.key)
         ]
         if absent:
             missing.append(f"{period} partition {window.key} was never materialized ({', '.join(absent)})")

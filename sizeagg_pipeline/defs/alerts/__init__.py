@@ -1,0 +1,1 @@
+"""Telling a person: alerts, the freshness checks behind missed deadlines, the morning digest."""
