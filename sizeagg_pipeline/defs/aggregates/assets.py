@@ -15,7 +15,7 @@ from ...core.levels import LEVELS, Level
 from ...core.periods import PERIODS, Period
 from ...core.settings import database_url
 from ..resources import AppDatabase
-from .checks import raw_check_result, raw_check_spec
+from .checks import raw_check_spec, raw_evaluations
 from .lineage import aggregate_metadata, raw_metadata
 from .metadata import materialization_metadata
 from .partitions import PARTITIONS, context_windows
@@ -68,15 +68,15 @@ def _build_aggregate(level: Level, period: Period) -> dg.AssetsDefinition:
     )
     def _asset(
         context: dg.AssetExecutionContext, db: AppDatabase
-    ) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
+    ) -> Iterator[dg.AssetCheckEvaluation | dg.Output | dg.MaterializeResult]:
         windows = context_windows(context, period)
         try:
             result = aggregation.aggregate(db.engine, level, windows)
         except aggregation.InvalidRawData as exc:
             # The blocking check fails; the write rolled back, nothing of the partition exists.
-            yield raw_check_result(level, windows, exc.violations)
+            yield from raw_evaluations(context, db.engine, level, windows, exc.violations)
             raise dg.Failure(description=str(exc)) from exc
-        yield raw_check_result(level, windows, None)
+        yield from raw_evaluations(context, db.engine, level, windows, None)
         context.log.info(
             f"{level.target.name} {period} {result.window_text}: {result.inserted} inserted, "
             f"{result.updated} updated, {result.deleted} deleted, {result.instances} instances"

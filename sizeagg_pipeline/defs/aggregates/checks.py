@@ -8,24 +8,32 @@
 * ``no_invalid_rows`` (on the raw assets): the same rules over the whole raw table,
   for a DBA who wants to sweep it from the raw asset's Checks tab.
 * ``data_count_matches_raw`` and ``one_row_per_<level>`` (on every aggregate asset):
-  run after the write in the same run, over the run's windows; launched on their own
-  (the Checks tab's "Execute") they check the windows of the last `lookback_days`
+  run after the write in the same run, one evaluation per partition of the run;
+  launched on their own (the Checks tab's "Execute", a subsettable check) they
+  check the chosen windows or the materialized windows of the last `lookback_days`
   days, which is how late raw rows show up as stale aggregates.
+
+One evaluation per partition, not one per run: Dagster plans a check of a
+partitioned run once per partition of the run, and a planned evaluation that never
+arrives shows as "Skipped". Per partition, every evaluation also covers exactly one
+window, so its numbers are comparable with every other one. An evaluation over
+several windows (launched on its own) carries window counts under other names, so
+the check's plots never mix the two (docs/ui.md, Asset checks).
 
 All of them are set-based SQL in `core/quality.py`; this module only wires them.
 """
 
-from collections.abc import Iterator, Sequence
-from datetime import timedelta
+from collections.abc import Collection, Iterator, Sequence
+from datetime import date, timedelta
 
 import dagster as dg
 import sqlalchemy as sa
 from pydantic import Field
 
 from ...core import quality
-from ...core.aggregation import Violations
+from ...core.aggregation import Violations, find_violations
 from ...core.levels import LEVELS, Level
-from ...core.periods import PERIODS, Period, Window, window_containing, windows_between
+from ...core.periods import PERIODS, Period, Window, span_text, window_containing, windows_between
 from ...dagster_private import Metadata
 from ..resources import AppDatabase
 from .partitions import CALENDAR
@@ -33,10 +41,18 @@ from .partitions import CALENDAR
 RAW_CHECK = "raw_rows_valid"
 RAW_TABLE_CHECK = "no_invalid_rows"
 DATA_COUNT_CHECK = "data_count_matches_raw"
+FAILURES_SHOWN = 3  # failing windows quoted in an evaluation over several windows
 
 
 def coverage_check_name(level: Level) -> str:
     return f"one_row_per_{level.name}"
+
+
+def _metadata(finding: quality.Finding, **extra: str | int) -> Metadata:
+    metadata: Metadata = {**finding.counts, **extra}
+    if finding.examples:
+        metadata["examples"] = dg.MetadataValue.md("\n".join(f"- {e}" for e in finding.examples))
+    return metadata
 
 
 def check_result(
@@ -45,18 +61,41 @@ def check_result(
     asset: dg.AssetKey | None = None,
     **extra: str | int,
 ) -> dg.AssetCheckResult:
-    """A finding of `core/quality.py` as an ERROR-severity check result."""
-    metadata: Metadata = {**finding.counts, **extra}
-    if finding.examples:
-        metadata["examples"] = dg.MetadataValue.md("\n".join(f"- {e}" for e in finding.examples))
+    """A finding of `core/quality.py` as an ERROR-severity check result (unpartitioned runs)."""
     return dg.AssetCheckResult(
         asset_key=asset,
         check_name=check_name,
         passed=finding.passed,
         severity=dg.AssetCheckSeverity.ERROR,
         description=finding.description,
-        metadata=metadata,
+        metadata=_metadata(finding, **extra),
     )
+
+
+def partition_evaluation(
+    asset: dg.AssetKey,
+    check_name: str,
+    window: Window,
+    finding: quality.Finding,
+    blocking: bool,
+    **extra: str,
+) -> dg.AssetCheckEvaluation:
+    """One window's evaluation, recorded against its partition (what Dagster planned)."""
+    return dg.AssetCheckEvaluation(
+        asset_key=asset,
+        check_name=check_name,
+        passed=finding.passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=finding.description,
+        metadata=_metadata(finding, **extra),
+        blocking=blocking,
+        partition=window.key,
+    )
+
+
+def _window_text(windows: Sequence[Window]) -> str:
+    """`weekly 2026-11-02..2026-11-29`: the days a check covered."""
+    return f"{windows[0].period} {span_text(windows[0].start, windows[-1].end)}"
 
 
 # --------------------------------------------------------------------------- the gate
@@ -76,54 +115,136 @@ def raw_check_spec(level: Level, period: Period) -> dg.AssetCheckSpec:
     )
 
 
-def raw_check_result(
-    level: Level, windows: Sequence[Window], violations: Violations | None
-) -> dg.AssetCheckResult:
-    """`raw_rows_valid` as the write's own validation found it: no second scan of the raw rows.
+def raw_evaluations(
+    context: dg.AssetExecutionContext,
+    engine: sa.Engine,
+    level: Level,
+    windows: Sequence[Window],
+    violations: Violations | None,
+) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
+    """`raw_rows_valid` per partition, as the write's own validation found it.
 
-    `violations` is None when the write validated its rows and went ahead.
+    `violations` is None when the write validated its rows and went ahead: no second
+    scan of the raw rows. When a range failed, nothing of it was written; each window
+    is then judged on its own rows (the failure path only), so a window whose rows
+    are valid says which window stopped the range.
     """
-    first, last = windows[0].previous().start, windows[-1].end
-    where = f"collected_date {first}..{last}"
-    if violations is None:
-        finding = quality.Finding(
-            True,
-            f"the {level.raw.name} rows this write read ({where}) have no negative or NULL sizes "
-            "and no unknown instance_id",
+    asset = context.assets_def.key
+    for window in windows:
+        first, last = window.previous().start, window.end
+        where = f"collected_date {span_text(first, last)}"
+        if violations is None:
+            finding = quality.Finding(
+                True,
+                f"the {level.raw.name} rows the write of {window} read ({where}) have no negative "
+                "or NULL sizes and no unknown instance_id",
+            )
+        else:
+            own = violations if len(windows) == 1 else _window_violations(engine, level, first, last)
+            finding = quality.raw_finding(own, where)
+            if finding.passed:
+                finding = quality.Finding(
+                    True,
+                    f"{finding.description}; not written: the write of {_window_text(windows)} is one "
+                    f"transaction and stopped at invalid rows ({violations.describe()})",
+                    finding.counts,
+                )
+        yield partition_evaluation(
+            asset, RAW_CHECK, window, finding, True, collected_dates=span_text(first, last)
         )
-    else:
-        finding = quality.raw_finding(violations, where)
-    return check_result(finding, RAW_CHECK, rows_read=f"{first}..{last}")
+    # Dagster expects the check's output once, whatever the evaluations say.
+    check_key = dg.AssetCheckKey(asset, RAW_CHECK)
+    yield dg.Output(None, output_name=context.assets_def.get_output_name_for_asset_check_key(check_key))
+
+
+def _window_violations(engine: sa.Engine, level: Level, first: date, last: date) -> Violations:
+    with engine.connect() as conn:
+        return find_violations(conn, level, first, last)
 
 
 # --------------------------------------------------------------------------- after the write
 
 
 class WindowCheckConfig(dg.Config):
+    windows: str = Field(
+        default="",
+        description=(
+            "Only when the check runs without a partition (the Checks tab's Execute): the "
+            "partition key of one window, or a range FIRST..LAST of partition keys. Empty: every "
+            "materialized window that overlaps the last lookback_days days."
+        ),
+    )
     lookback_days: int = Field(
         default=92,
-        description=(
-            "Only when the check runs without a partition (the Checks tab's Execute): check "
-            "every materialized window of this period that overlaps the last lookback_days days."
-        ),
+        description="Only without a partition and without `windows`: how many recent days to check.",
     )
 
 
-def _check_windows(
-    context: dg.AssetCheckExecutionContext, conn: sa.Connection, level: Level, period: Period, lookback: int
+def _chosen_windows(
+    conn: sa.Connection, level: Level, period: Period, config: WindowCheckConfig
 ) -> list[Window]:
-    """The run's windows; on its own, the recent windows that were materialized."""
-    if context.has_partition_key or context.has_partition_key_range:
-        key_range = context.partition_key_range
-        return windows_between(period, key_range.start, key_range.end)
+    """Launched on its own: the configured windows, or the recent windows that were materialized."""
+    if config.windows:
+        first, _, last = config.windows.partition("..")
+        return windows_between(period, first.strip(), (last or first).strip())
     today = CALENDAR.today()
-    first = window_containing(period, today - timedelta(days=max(lookback, 0)))
-    recent = windows_between(period, first.key, window_containing(period, today).key)
+    first_window = window_containing(period, today - timedelta(days=max(config.lookback_days, 0)))
+    recent = windows_between(period, first_window.key, window_containing(period, today).key)
     return quality.materialized_windows(conn, level, recent)
 
 
+Findings = list[tuple[Window, quality.Finding]]
+
+
+def _findings(
+    conn: sa.Connection, level: Level, names: Collection[str], windows: Sequence[Window]
+) -> dict[str, Findings]:
+    """The selected checks, window by window: each finding covers exactly one window."""
+    queries = {
+        DATA_COUNT_CHECK: quality.data_count_matches_raw,
+        coverage_check_name(level): quality.one_row_per_group,
+    }
+    return {
+        name: [(w, queries[name](conn, level, [w])) for w in windows] for name in queries if name in names
+    }
+
+
+def combined_result(asset: dg.AssetKey, check_name: str, findings: Findings) -> dg.AssetCheckResult:
+    """One evaluation over the windows of a check launched on its own.
+
+    One window: its finding and its numbers, as in a partitioned run. Several: how
+    many windows were checked and how many failed, with the first failures quoted.
+    """
+    if not findings:
+        return check_result(
+            quality.Finding(True, "no materialized window in the lookback: nothing to check"),
+            check_name,
+            asset,
+            windows_checked=0,
+        )
+    windows = [w for w, _ in findings]
+    if len(findings) == 1:
+        return check_result(findings[0][1], check_name, asset, windows=_window_text(windows))
+    failing = [(w, f) for w, f in findings if not f.passed]
+    if not failing:
+        text = f"all {len(findings)} windows of {_window_text(windows)} passed"
+    else:
+        quoted = "; ".join(f"{w.key}: {f.description}" for w, f in failing[:FAILURES_SHOWN])
+        more = f"; … and {len(failing) - FAILURES_SHOWN} more" if len(failing) > FAILURES_SHOWN else ""
+        text = f"{len(failing)} of {len(findings)} windows of {_window_text(windows)} fail: {quoted}{more}"
+    examples = [e for _, f in failing[:FAILURES_SHOWN] for e in f.examples]
+    return check_result(
+        quality.Finding(
+            not failing, text, {"windows_checked": len(findings), "failing_windows": len(failing)}, examples
+        ),
+        check_name,
+        asset,
+        windows=_window_text(windows),
+    )
+
+
 def _build_window_checks(level: Level, period: Period) -> dg.AssetChecksDefinition:
-    """Both after-write checks of one aggregate asset, in one step (one op, two results)."""
+    """Both after-write checks of one aggregate asset, in one op that runs either or both."""
     asset = dg.AssetKey(level.asset_name(period))
     specs = [
         dg.AssetCheckSpec(
@@ -131,7 +252,8 @@ def _build_window_checks(level: Level, period: Period) -> dg.AssetChecksDefiniti
             asset=asset,
             description=(
                 f"Every row's data_count equals the {level.counted} of {level.raw.name} in its window "
-                "(fails when raw data changed after the aggregate was written)."
+                "(fails when raw data changed after the aggregate was written). Execute it on its "
+                "own to check the recent windows, or a window chosen in the launchpad (windows)."
             ),
         ),
         dg.AssetCheckSpec(
@@ -139,26 +261,34 @@ def _build_window_checks(level: Level, period: Period) -> dg.AssetChecksDefiniti
             asset=asset,
             description=(
                 f"Every {level.name} with {level.raw.name} rows in a window has exactly one row for "
-                "that window, and no row exists without raw data."
+                "that window, and no row exists without raw data. Execute it on its own to check "
+                "the recent windows, or a window chosen in the launchpad (windows)."
             ),
         ),
     ]
 
-    @dg.multi_asset_check(specs=specs, name=f"{asset.to_python_identifier()}_consistency")
+    # can_subset: each check can be executed on its own (Dagster's canExecuteIndividually).
+    @dg.multi_asset_check(specs=specs, name=f"{asset.to_python_identifier()}_consistency", can_subset=True)
     def _checks(
         context: dg.AssetCheckExecutionContext, db: AppDatabase, config: WindowCheckConfig
-    ) -> Iterator[dg.AssetCheckResult]:
+    ) -> Iterator[dg.AssetCheckResult | dg.AssetCheckEvaluation]:
+        selected = {key.name for key in context.selected_asset_check_keys}
+        partitioned = context.has_partition_key or context.has_partition_key_range
         with db.engine.connect() as conn:
-            windows = _check_windows(context, conn, level, period, config.lookback_days)
-            data_count = quality.data_count_matches_raw(conn, level, windows)
-            coverage = quality.one_row_per_group(conn, level, windows)
-        text = (
-            f"{windows[0].period} {windows[0].start}..{windows[-1].end}"
-            if windows
-            else ("none materialized in the lookback")
-        )
-        yield check_result(data_count, DATA_COUNT_CHECK, asset, windows=text)
-        yield check_result(coverage, coverage_check_name(level), asset, windows=text)
+            if partitioned:
+                key_range = context.partition_key_range
+                windows = windows_between(period, key_range.start, key_range.end)
+            else:
+                windows = _chosen_windows(conn, level, period, config)
+            found = _findings(conn, level, selected, windows)
+        for name, findings in found.items():
+            if not partitioned:
+                yield combined_result(asset, name, findings)
+                continue
+            for window, finding in findings:
+                yield partition_evaluation(
+                    asset, name, window, finding, False, windows=_window_text([window])
+                )
 
     return _checks
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterator
 from datetime import date, timedelta
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -18,7 +19,13 @@ import sqlalchemy as sa
 
 from sizeagg_pipeline import defs
 from sizeagg_pipeline.core import schema
-from sizeagg_pipeline.core.periods import Period, window_containing
+from sizeagg_pipeline.core.periods import (
+    Period,
+    span_text,
+    window_containing,
+    window_for_key,
+    windows_between,
+)
 from sizeagg_pipeline.defs.aggregates.partitions import CALENDAR
 from sizeagg_pipeline_tests.support.checks import Data, evaluations, recent_days, run_checks
 from sizeagg_pipeline_tests.support.data import add_db_rows, add_instance_rows, add_instances
@@ -277,3 +284,75 @@ def add_instances_after(conn: sa.Connection, count: int) -> list[int]:
     )
     ids = conn.execute(sa.select(schema.instances.c.id).order_by(schema.instances.c.id)).scalars().all()
     return list(ids[existing:])
+
+
+# --------------------------------------------------------------------------- what the Checks tab shows
+
+
+def test_every_non_blocking_check_can_be_executed_on_its_own() -> None:
+    """Dagster's canExecuteIndividually: nothing else shares the check's execution set."""
+    graph = defs.resolve_asset_graph()
+    keys = list(graph.asset_check_keys)
+    assert len(keys) == 8 * 3 + 2 + 2
+    sets: dict[str, int] = {}
+    entities: list[dg.AssetKey | dg.AssetCheckKey] = [*graph.get_all_asset_keys(), *keys]
+    for entity in entities:
+        identifier = graph.get_execution_set_identifier(entity)
+        if identifier is not None:
+            sets[identifier] = sets.get(identifier, 0) + 1
+    for key in keys:
+        identifier = graph.get_execution_set_identifier(key)
+        individually = identifier is None or sets[identifier] == 1
+        blocking = graph.get(key).blocking
+        assert individually != blocking, (key, blocking)
+        assert blocking == (key.name == "raw_rows_valid"), key
+
+
+def test_a_ranged_run_records_one_evaluation_per_partition_and_nothing_skipped(
+    engine: sa.Engine, data: Data, tmp_path: Path
+) -> None:
+    """Dagster plans each check of a partitioned run once per partition: each plan gets its evaluation."""
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        assert run_period(instance, Period.WEEKLY, data.last, first_day=data.first).success
+        weeks = [w.key for w in windows_between(Period.WEEKLY, *week_keys(data))]
+        for name in ("raw_rows_valid", "data_count_matches_raw", "one_row_per_database"):
+            key = dg.AssetCheckKey(dg.AssetKey("database_size_weekly"), name)
+            records = instance.event_log_storage.get_asset_check_execution_history(key, limit=100)
+            assert sorted(r.partition for r in records if r.partition) == weeks, name
+            assert {r.status.value for r in records} == {"SUCCEEDED"}, name
+            numbers = [r.evaluation.metadata for r in records if r.evaluation]
+            assert len(numbers) == len(weeks)
+            assert all("windows_checked" not in m for m in numbers)  # one window each: per-window numbers
+        count = instance.event_log_storage.get_asset_check_execution_history(
+            dg.AssetCheckKey(dg.AssetKey("database_size_weekly"), "data_count_matches_raw"), limit=1
+        )[0]
+        assert count.evaluation is not None
+        meta = count.evaluation.metadata
+        assert meta["rows_checked"].value == 6  # three instances × two databases in one week
+        assert meta["windows"].value == f"weekly {weeks[-1]}..{window_for_key(Period.WEEKLY, weeks[-1]).end}"
+
+
+def test_launched_on_its_own_a_check_covers_the_chosen_or_recent_windows(
+    engine: sa.Engine, data: Data, dagster_instance: dg.DagsterInstance
+) -> None:
+    assert run_period(dagster_instance, Period.WEEKLY, data.last, first_day=data.first).success
+    weeks = windows_between(Period.WEEKLY, *week_keys(data))
+    recent = run_checks(dagster_instance, "weekly")[("database_size_weekly", "data_count_matches_raw")]
+    assert recent.passed
+    assert (
+        recent.metadata["windows_checked"].value == len(weeks)
+        and recent.metadata["failing_windows"].value == 0
+    )
+    assert "rows_checked" not in recent.metadata  # numbers over several windows carry other names
+    chosen = run_checks(dagster_instance, "weekly", {"windows": weeks[-1].key})[
+        ("database_size_weekly", "one_row_per_database")
+    ]
+    assert (
+        chosen.passed
+        and chosen.metadata["windows"].value == f"weekly {span_text(weeks[-1].start, weeks[-1].end)}"
+    )
+    assert chosen.metadata["groups_with_raw_data"].value == 6
+
+
+def week_keys(data: Data) -> tuple[str, str]:
+    return window_containing(Period.WEEKLY, data.first).key, window_containing(Period.WEEKLY, data.last).key
