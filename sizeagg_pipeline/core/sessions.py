@@ -360,6 +360,30 @@ def session_for_run(conn: sa.Connection, run_id: str) -> str | None:
     return _session_where(conn, "session_run_id", run_id)
 
 
+RECENT_COMPLETED = 200  # completed sessions looked at for a run: the newest, never the whole history
+
+
+def completed_session_for_runs(conn: sa.Connection, run_ids: Collection[str]) -> str | None:
+    """A completed session among the newest ones whose execution includes every run of `run_ids`.
+
+    Reads a bounded number of sessions (their records by their indexed session_id),
+    so the cost stays flat as history grows.
+    """
+    s, records = sync_sessions.c, sync_instance_records.c
+    recent = (
+        sa.select(s.session_id)
+        .where(s.sync_category == CATEGORY, s.status == SessionStatus.COMPLETED)
+        .order_by(s.id.desc())
+        .limit(RECENT_COMPLETED)
+        .scalar_subquery()
+    )
+    text = sa.cast(records.sync_details, sa.Text)
+    query = sa.select(records.session_id).where(
+        records.session_id.in_(recent), *(text.like(f'%"{run_id}"%') for run_id in sorted(run_ids))
+    )
+    return conn.execute(query.limit(1)).scalar_one_or_none()
+
+
 def _summary(row: sa.RowMapping) -> SessionSummary:
     return SessionSummary(
         session_id=row["session_id"],

@@ -1,4 +1,4 @@
-"""Every piece of sizeagg's automation ships `RUNNING`.
+"""Every piece of sizeagg's automation ships `RUNNING`: sensors and schedules.
 
 Dagster's default for sensors is STOPPED, which on a fresh deployment would
 silently disable the daily tick and every safety net that ends sessions. The
@@ -36,3 +36,7 @@ def run_status_sensor(
         default_status=RUNNING,
         description=description,
     )
+
+
+# Schedules too: the daily tick and the forecast refresh run on a fresh deployment.
+RUNNING_SCHEDULE = dg.DefaultScheduleStatus.RUNNING

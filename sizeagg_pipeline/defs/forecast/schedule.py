@@ -4,6 +4,7 @@ from datetime import timedelta
 
 import dagster as dg
 
+from .. import automation
 from ..aggregates.partitions import CALENDAR
 from .asset import capacity_forecast
 
@@ -18,6 +19,7 @@ capacity_forecast_job = dg.define_asset_job(
     cron_schedule="30 4 * * *",
     job=capacity_forecast_job,
     execution_timezone=CALENDAR.timezone,
+    default_status=automation.RUNNING_SCHEDULE,
     description="Every morning, the forecast as of yesterday (after the 04:00 aggregation tick).",
 )
 def capacity_forecast_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
