@@ -19,11 +19,13 @@ if TYPE_CHECKING:
 
 from ..core import sessions
 from ..core.existing import init_db
-from ..core.periods import BadPartitionKey, parse_date
+from ..core.periods import BadPartitionKey, Period, parse_date, window_containing
 from ..core.schema import (
     create_missing,
     database_size_aggregations,
+    database_size_stats,
     instance_size_aggregations,
+    instance_size_stats,
     make_engine,
 )
 from ..core.settings import as_utc, calendar, database_url, state_dir
@@ -48,6 +50,10 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
     from ..core.demo_data import generate
 
     end = parse_date(args.end, "--end") if args.end else calendar().yesterday()
+    days = args.days
+    if args.quarter_aligned:  # start on the first day of the first day's quarter
+        first = window_containing(Period.QUARTERLY, end - timedelta(days=max(days, 1) - 1)).start
+        days = (end - first).days + 1
     engine = _engine()
     create_missing(engine)
     with engine.begin() as conn:
@@ -55,11 +61,26 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
             conn,
             instance_count=args.instances,
             databases=args.databases,
-            days=args.days,
+            days=days,
             end=end,
             seed=args.seed,
         )
     print(f"demo data: {summary}")
+    return 0
+
+
+def cmd_start_date(_: argparse.Namespace) -> int:
+    """The first day of the quarter of the earliest raw row: what SIZEAGG_START_DATE should be."""
+    engine = _engine()
+    with engine.connect() as conn:
+        firsts = [
+            conn.execute(sa.select(sa.func.min(table.c.collected_date))).scalar_one()
+            for table in (database_size_stats, instance_size_stats)
+        ]
+    known = [d if isinstance(d, date) else date.fromisoformat(str(d)) for d in firsts if d is not None]
+    if not known:
+        raise LookupError("no raw rows in database_size_stats or instance_size_stats: nothing to start from")
+    print(window_containing(Period.QUARTERLY, min(known)).start.isoformat())
     return 0
 
 
@@ -134,10 +155,19 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--days", type=int, default=120)
     demo.add_argument("--end", help="last collected_date (default: yesterday, business time)")
     demo.add_argument("--seed", type=int, default=42)
+    demo.add_argument(
+        "--quarter-aligned",
+        action="store_true",
+        help="start the data on the first day of its quarter (at least --days days), so every "
+        "partition from that SIZEAGG_START_DATE on has data",
+    )
     demo.set_defaults(func=cmd_demo_data)
     run = sub.add_parser("run", help="run the daily tick for a business date, in process")
     run.add_argument("--date", required=True, help="YYYY-MM-DD, or YYYY-MM-DD..YYYY-MM-DD for each day")
     run.set_defaults(func=cmd_run)
+    sub.add_parser(
+        "start-date", help="the first day of the quarter of the earliest raw row (for SIZEAGG_START_DATE)"
+    ).set_defaults(func=cmd_start_date)
     ses = sub.add_parser("sessions", help="aggregate row counts and recent sessions")
     ses.add_argument("--limit", type=int, default=20)
     ses.set_defaults(func=cmd_sessions)

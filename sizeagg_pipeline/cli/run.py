@@ -40,7 +40,7 @@ def run_tick(
     `session_config` is the session step's config (e.g. `hold_seconds` in tests).
     """
     execution_id = ExecutionId.cli(day, sync_type)
-    tags = execution_tags(execution_id, sync_type, trigger=Trigger.CLI, day=day)
+    tags = execution_tags(execution_id, trigger=Trigger.CLI)
     for period, window in windows_for_date(day).items():
         defs.resolve_job_def(PERIOD_JOBS[period].name).execute_in_process(
             run_config=QUIET, instance=instance, partition_key=window.key, tags=tags, raise_on_error=False

@@ -23,7 +23,6 @@ import sqlalchemy as sa
 
 from ...core import sessions
 from ...core.periods import PERIODS, Period, window_containing
-from ...core.sessions import SyncType
 from ...core.settings import Calendar, operations
 from .. import automation
 from ..aggregates.assets import assets_of
@@ -49,7 +48,7 @@ def due_day(now: datetime, tick: time, calendar: Calendar = CALENDAR) -> date:
 
 def tick_run_request(day: date, period: Period) -> dg.RunRequest:
     """The run of `period` in the scheduled execution for business day `day`."""
-    tags = execution_tags(ExecutionId.tick(day), SyncType.SCHEDULED, trigger=Trigger.TICK)
+    tags = execution_tags(ExecutionId.tick(day), trigger=Trigger.TICK)
     return dg.RunRequest(
         run_key=f"tick:{day.isoformat()}:{period}",
         job_name=PERIOD_JOBS[period].name,

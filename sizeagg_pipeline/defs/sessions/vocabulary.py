@@ -9,21 +9,22 @@ instead). Everything that writes or reads those tags uses the names below.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date
 from enum import StrEnum
 
 from ...core.periods import PERIODS, Period
 from ...core.sessions import SyncType
 
-# sizeagg's run tags
+# sizeagg's run tags: the two a person filters runs on. Everything else about a run
+# is derived (a run's period from its job, the sync type from the trigger and the
+# execution id), so a row of the Runs page carries few pills.
 EXECUTION_TAG = "sizeagg/execution"  # the execution a run belongs to (filter on it in the UI)
-SYNC_TYPE_TAG = "sizeagg/sync_type"
-TRIGGER_TAG = "sizeagg/trigger"
-DATE_TAG = "sizeagg/date"  # the business date a tick or CLI execution is for
+TRIGGER_TAG = "sizeagg/trigger"  # what started it: tick, late_data, cli
+# Only on executions that launch fewer or other runs than the four of a tick (late
+# data): the gate needs them to know when the execution is complete.
 PERIODS_TAG = "sizeagg/periods"  # the periods the execution materializes, comma-separated
 RUNS_TAG = "sizeagg/runs"  # how many period runs the execution launches
-PERIOD_TAG = "sizeagg/period"  # on every run of a period job: its period
 # Dagster's own run tags that sizeagg reads
 BACKFILL_TAG = "dagster/backfill"
 PARTITION_TAG = "dagster/partition"
@@ -48,13 +49,17 @@ class ExecutionId:
     """The id of each kind of execution: what `sync_details["execution"]` says."""
 
     @staticmethod
+    def tick_prefix() -> str:
+        return "scheduled:"
+
+    @staticmethod
     def tick(day: date) -> str:
-        return f"scheduled:{day.isoformat()}"
+        return f"{ExecutionId.tick_prefix()}{day.isoformat()}"
 
     @staticmethod
     def cli(day: date, sync_type: SyncType) -> str:
-        kind = "scheduled" if sync_type is SyncType.SCHEDULED else "manual"
-        return f"{kind}:{day.isoformat()}:{uuid.uuid4().hex[:8]}"
+        kind = ExecutionId.tick_prefix() if sync_type is SyncType.SCHEDULED else "manual:"
+        return f"{kind}{day.isoformat()}:{uuid.uuid4().hex[:8]}"
 
     @staticmethod
     def late_data(generation: int, digest: str) -> str:
@@ -71,25 +76,27 @@ class ExecutionId:
 
 
 def execution_tags(
-    execution_id: str,
-    sync_type: SyncType,
-    *,
-    trigger: Trigger,
-    periods: Sequence[Period] = PERIODS,
-    runs: int | None = None,
-    day: date | None = None,
+    execution_id: str, *, trigger: Trigger, periods: Sequence[Period] = PERIODS, runs: int | None = None
 ) -> dict[str, str]:
-    """Tags every run of one execution carries."""
-    tags = {
-        EXECUTION_TAG: execution_id,
-        SYNC_TYPE_TAG: sync_type.value,
-        TRIGGER_TAG: trigger.value,
-        PERIODS_TAG: ",".join(p.value for p in periods),
-        RUNS_TAG: str(len(periods) if runs is None else runs),
-    }
-    if day is not None:
-        tags[DATE_TAG] = day.isoformat()
+    """Tags every run of one execution carries: its id and trigger, and what differs from a tick."""
+    tags = {EXECUTION_TAG: execution_id, TRIGGER_TAG: trigger.value}
+    if tuple(periods) != PERIODS:
+        tags[PERIODS_TAG] = ",".join(p.value for p in periods)
+    if (len(periods) if runs is None else runs) != len(PERIODS):
+        tags[RUNS_TAG] = str(len(periods) if runs is None else runs)
     return tags
+
+
+def sync_type_of(tags: Mapping[str, str]) -> SyncType:
+    """Who started a run's execution: the tick and late data are scheduled; `sizeagg run` says
+    so in its execution id; otherwise a schedule's or sensor's run is scheduled, a person's manual."""
+    trigger = tags.get(TRIGGER_TAG)
+    if trigger in (Trigger.TICK.value, Trigger.LATE_DATA.value):
+        return SyncType.SCHEDULED
+    if trigger == Trigger.CLI.value:
+        scheduled = tags.get(EXECUTION_TAG, "").startswith(ExecutionId.tick_prefix())
+        return SyncType.SCHEDULED if scheduled else SyncType.MANUAL
+    return SyncType.SCHEDULED if any(k in tags for k in AUTOMATION_TAGS) else SyncType.MANUAL
 
 
 def range_tags(first_key: str, last_key: str) -> dict[str, str]:

@@ -102,13 +102,14 @@ def test_every_check_passes_on_good_data(
     assert len(events) >= 2  # one per weekly partition of the range
     event = events[-1]
     meta = event.materialization.metadata
-    chart = meta["top_growth_chart"].value
+    chart = meta["Top 10 growth, weekly — chart"].value
     assert isinstance(chart, str)
     assert chart.startswith("![Top ") and "(data:image/png;base64," in chart
     png = base64.b64decode(chart.split("base64,", 1)[1].rstrip(")"))
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
-    assert isinstance(meta["top_growth_table"].value, str)
-    assert "i3 / db1" in meta["top_growth_table"].value
+    table = meta["Top 10 growth, weekly — table"].value
+    assert isinstance(table, str)
+    assert "i3 / db1" in table
     assert "dagster/column_lineage" in meta
 
 
