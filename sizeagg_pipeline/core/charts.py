@@ -188,11 +188,11 @@ def table_markdown(report: GrowthReport) -> str:
             "size MB": report.leaders["last_mb"],
             "growth MB": report.leaders["growth_mb"],
             "growth %": report.leaders["growth_percent"],
-            f"MB/{unit}": report.leaders["mb_per_period"],
+            f"MB per {unit}": report.leaders["mb_per_period"],
         }
     )
     return (
         markdown_table(shown)
-        + f"\n\nGrowth between each one's first and last {report.period} with data, {span}; "
+        + f"\n\nGrowth between each one's first and last {unit} with data, {span}; "
         "the chart above has the same ten."
     )

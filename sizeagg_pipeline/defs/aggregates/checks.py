@@ -25,6 +25,7 @@ All of them are set-based SQL in `core/quality.py`; this module only wires them.
 
 from collections.abc import Collection, Iterator, Sequence
 from datetime import date, timedelta
+from typing import Any
 
 import dagster as dg
 import sqlalchemy as sa
@@ -48,11 +49,17 @@ def coverage_check_name(level: Level) -> str:
     return f"one_row_per_{level.name}"
 
 
-def _metadata(finding: quality.Finding, **extra: str | int) -> Metadata:
+def _outcome(finding: quality.Finding, **extra: str | int) -> dict[str, Any]:
+    """What every result of a finding says: pass/fail at ERROR severity, why, and its numbers."""
     metadata: Metadata = {**finding.counts, **extra}
     if finding.examples:
         metadata["examples"] = dg.MetadataValue.md("\n".join(f"- {e}" for e in finding.examples))
-    return metadata
+    return {
+        "passed": finding.passed,
+        "severity": dg.AssetCheckSeverity.ERROR,
+        "description": finding.description,
+        "metadata": metadata,
+    }
 
 
 def check_result(
@@ -61,15 +68,8 @@ def check_result(
     asset: dg.AssetKey | None = None,
     **extra: str | int,
 ) -> dg.AssetCheckResult:
-    """A finding of `core/quality.py` as an ERROR-severity check result (unpartitioned runs)."""
-    return dg.AssetCheckResult(
-        asset_key=asset,
-        check_name=check_name,
-        passed=finding.passed,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description=finding.description,
-        metadata=_metadata(finding, **extra),
-    )
+    """A finding of `core/quality.py` as a check result (unpartitioned runs)."""
+    return dg.AssetCheckResult(asset_key=asset, check_name=check_name, **_outcome(finding, **extra))
 
 
 def partition_evaluation(
@@ -84,12 +84,9 @@ def partition_evaluation(
     return dg.AssetCheckEvaluation(
         asset_key=asset,
         check_name=check_name,
-        passed=finding.passed,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description=finding.description,
-        metadata=_metadata(finding, **extra),
         blocking=blocking,
         partition=window.key,
+        **_outcome(finding, **extra),
     )
 
 
