@@ -37,7 +37,7 @@ class Page:
     name: str  # the PNG's name
     path: str  # the UI route
     shows: Sequence[str]  # texts the page must show before it is captured
-    click: str | None = None  # the text of a link or button to click first (e.g. a check)
+    scroll_to: str | None = None  # scroll the element with exactly this text to the top first
 
 
 PAGES = [
@@ -46,14 +46,18 @@ PAGES = [
         "weekly-asset",
         "/assets/database_size_weekly",
         ["Top 10 growth, weekly — chart", "Top 10 growth, weekly — table"],
+        scroll_to="Metadata",
     ),
     Page(
         "checks-tab",
         "/assets/database_size_weekly?view=checks&checkDetail=data_count_matches_raw",
         ["data_count_matches_raw", "Execute"],
     ),
-    Page("forecast", "/assets/capacity_forecast", ["days left", "capacity_forecasts"]),
+    Page("forecast", "/assets/capacity_forecast", ["days left", "capacity_forecasts"], scroll_to="Metadata"),
     Page("automation", "/automation", ["aggregation_tick_daily", "aggregation_gate"]),
+    Page(
+        "tick-schedule", "/locations/sizeagg/schedules/aggregation_tick_daily", ["Next tick", "Asia/Shanghai"]
+    ),
 ]
 
 # Is an element with this text inside a box that cuts it off? (scrollWidth beyond clientWidth)
@@ -71,10 +75,15 @@ CLIPPED = """
 })(%s)
 """
 SHOWN = "document.body.innerText.includes(%s)"
-CLICK = """
+# Rows still waiting for their data draw skeletons and spinners instead.
+PLACEHOLDERS = (
+    "[...document.querySelectorAll('[class]')].some((e) => /skeleton|spinner/i.test(e.getAttribute('class')))"
+)
+SCROLL = """
 ((text) => {
-  const found = [...document.querySelectorAll('a, button, span, div')].find((e) => e.innerText === text);
-  if (found) found.click();
+  const found = [...document.querySelectorAll('h1, h2, h3, h4, div, span, td')]
+    .filter((e) => e.innerText && e.innerText.trim() === text).pop();
+  if (found) found.scrollIntoView({block: 'start'});
   return !!found;
 })(%s)
 """
@@ -111,7 +120,7 @@ class Browser:
         deadline = time.monotonic() + timeout
         while True:
             missing = [t for t in shows if not self.evaluate(SHOWN % json.dumps(t))]
-            loading = self.evaluate(SHOWN % json.dumps("Loading"))
+            loading = self.evaluate(SHOWN % json.dumps("Loading")) or self.evaluate(PLACEHOLDERS)
             if not missing and not loading:
                 break
             if time.monotonic() > deadline:
@@ -121,8 +130,11 @@ class Browser:
             time.sleep(0.5)
         time.sleep(1.5)  # images and late fragments
 
-    def click(self, text: str) -> bool:
-        return bool(self.evaluate(CLICK % json.dumps(text)))
+    def scroll_to(self, text: str) -> bool:
+        """Scroll the innermost element that reads exactly `text` to the top of its pane."""
+        found = bool(self.evaluate(SCROLL % json.dumps(text)))
+        time.sleep(1.0)
+        return found
 
     def clipped(self, header: str) -> str:
         """'fits', or how the table whose header cell reads `header` is cut off."""
@@ -174,6 +186,8 @@ def capture(url: str, out: Path, pages: Sequence[Page] = PAGES) -> list[Path]:
     with browser() as page:
         for spec in pages:
             page.open(url + spec.path, spec.shows)
+            if spec.scroll_to:
+                page.scroll_to(spec.scroll_to)
             path = out / f"{spec.name}.png"
             path.write_bytes(_fit_width(page.screenshot(), WIDTH))
             written.append(path)
