@@ -2,8 +2,8 @@
 
 The session step and every sensor judge an execution by the real outcome of its
 runs (status, first error), never by what was asked for. An execution is found by
-its link tag (`vocabulary.py`); a run's period comes from its `sizeagg/period` tag
-(period jobs) or from the aggregate assets it selected (backfill runs).
+its link tag (`vocabulary.py`); a run's period comes from its period job
+or from the aggregate assets it selected (backfill runs).
 """
 
 from __future__ import annotations

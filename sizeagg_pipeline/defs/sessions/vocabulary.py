@@ -36,7 +36,7 @@ AUTOMATION_TAGS = ("dagster/schedule_name", "dagster/sensor_name")
 class Trigger(StrEnum):
     """What started an execution whose runs carry `sizeagg/execution`."""
 
-    TICK = "tick"  # the daily tick sensor
+    TICK = "tick"  # the daily tick schedules
     LATE_DATA = "late_data"  # the raw-data observation sensor
     CLI = "cli"  # `sizeagg run`, which writes its own session
 
