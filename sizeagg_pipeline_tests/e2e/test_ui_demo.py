@@ -3,7 +3,7 @@ in a headless browser.
 
 The module runs what `make demo` runs (init-db, quarter-aligned demo data, start-date,
 `sizeagg run` for the last days, scripts/demo_insight.py; two tick days instead of
-fifteen) into its own DAGSTER_HOME, then starts `dagster dev` on it like `make ui`:
+fifteen, 8 instances instead of 20) into its own DAGSTER_HOME, then starts `dagster dev` on it like `make ui`:
 
 * every aggregate and the forecast have at least 90 % of their partitions materialized;
 * every non-blocking check can be executed on its own, and executing one the way the
@@ -33,7 +33,8 @@ from sizeagg_pipeline_tests.support.asset_names import AGGREGATES
 from sizeagg_pipeline_tests.support.dagster_processes import DagsterProcesses, running_dagster, wait_for
 from sizeagg_pipeline_tests.support.paths import BIN, ROOT
 
-pytestmark = pytest.mark.slow
+# The demo's commands run in the first test's setup: minutes on a busy 2-core machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 NODES = """
 {
