@@ -6,8 +6,12 @@ STAMP := $(VENV)/.installed-stamp
 export DAGSTER_HOME ?= $(CURDIR)/.sizeagg/dagster_home
 BUSINESS_TZ := $(or $(SIZEAGG_TIMEZONE),Asia/Shanghai)
 PORT ?= 3000
+# The demo's partitions start on the first day of the quarter of its first raw row
+# (`sizeagg start-date`, written by `make demo`); an exported SIZEAGG_START_DATE wins.
+DEMO_ENV_FILE := .sizeagg/demo.env
+START_ENV = env $$(test -n "$$SIZEAGG_START_DATE" || cat $(DEMO_ENV_FILE) 2>/dev/null)
 
-.PHONY: venv demo test postgres ui lineage lint bench clean
+.PHONY: venv demo test postgres ui lineage screenshots lint bench clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,10 +26,11 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 
 demo: venv $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/sizeagg init-db
-	$(BIN)/sizeagg demo-data --instances 20 --databases 15 --days 120
-	$(BIN)/sizeagg run --date $$(TZ=$(BUSINESS_TZ) date -d '14 days ago' +%F)..$$(TZ=$(BUSINESS_TZ) date -d yesterday +%F)
-	$(BIN)/python scripts/demo_insight.py
-	$(BIN)/sizeagg sessions --limit 14
+	$(BIN)/sizeagg demo-data --instances 20 --databases 15 --days 120 --quarter-aligned
+	echo "SIZEAGG_START_DATE=$$($(BIN)/sizeagg start-date)" > $(DEMO_ENV_FILE)
+	$(START_ENV) $(BIN)/sizeagg run --date $$(TZ=$(BUSINESS_TZ) date -d '14 days ago' +%F)..$$(TZ=$(BUSINESS_TZ) date -d yesterday +%F)
+	$(START_ENV) $(BIN)/python scripts/demo_insight.py
+	$(BIN)/sizeagg sessions --limit 15
 	@echo
 	@echo "Open the UI on these runs: make ui, then http://127.0.0.1:$(PORT)"
 
@@ -37,15 +42,20 @@ test: venv postgres
 postgres:
 	.ci/ensure-postgres
 
-# Webserver + daemon (schedules, sensors, backfills, run queue) on 127.0.0.1, with the
-# persistent DAGSTER_HOME above and the shipped dagster.yaml. Ctrl-C stops both.
+# Webserver + daemon (schedules, sensors, backfills, run queue) on 127.0.0.1 only (no
+# login: docs/operations.md#who-can-reach-the-ui), with the persistent DAGSTER_HOME above,
+# the shipped dagster.yaml and the demo's partition start. Ctrl-C stops both.
 ui: venv $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/sizeagg init-db
-	$(BIN)/dagster dev -h 127.0.0.1 -p $(PORT) -w workspace.yaml
+	$(START_ENV) $(BIN)/dagster dev -h 127.0.0.1 -p $(PORT) -w workspace.yaml
 
 # Screenshot the lineage graph of the running UI (`make ui` in another terminal).
 lineage: venv
 	$(BIN)/python scripts/render_lineage.py --url http://127.0.0.1:$(PORT)
+
+# The UI pages of docs/ui.md as screenshots under docs/screenshots/ (`make ui` running).
+screenshots: venv
+	$(BIN)/python scripts/screenshots.py --url http://127.0.0.1:$(PORT)
 
 # The aggregation benchmark (issue 7): 38–55 min per engine at the default size;
 # writes benchmarks/results.md. BENCH_ARGS="--quick" for a CI-sized run, "--postgres URL"

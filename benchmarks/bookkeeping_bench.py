@@ -65,7 +65,6 @@ from sizeagg_pipeline.defs.sessions import backfills, dead_runs, failures, gate,
 from sizeagg_pipeline.defs.sessions.asset import aggregation_session, aggregation_session_job  # noqa: E402
 from sizeagg_pipeline.defs.sessions.vocabulary import (  # noqa: E402
     PARTITION_TAG,
-    PERIOD_TAG,
     ExecutionId,
     Trigger,
     execution_tags,
@@ -228,11 +227,11 @@ def _use(url: str) -> None:
 def build_scene(instance: dg.DagsterInstance, urls: Sequence[str], cfg: Config) -> Scene:
     """The runs, backfill and sessions every sensor evaluation reads."""
     for day in PENDING:  # seven tick executions whose four period runs succeeded (what the gate reads)
-        tags = execution_tags(ExecutionId.tick(day), SyncType.SCHEDULED, trigger=Trigger.TICK, day=day)
+        tags = execution_tags(ExecutionId.tick(day), trigger=Trigger.TICK)
         for period, window in windows_for_date(day).items():
             instance.create_run_for_job(
                 defs.resolve_job_def(PERIOD_JOBS[period].name),
-                tags={**tags, PERIOD_TAG: period.value, PARTITION_TAG: window.key},
+                tags={**tags, PARTITION_TAG: window.key},
                 status=dg.DagsterRunStatus.SUCCESS,
             )
     now = datetime.now(UTC).timestamp()
@@ -251,7 +250,7 @@ def build_scene(instance: dg.DagsterInstance, urls: Sequence[str], cfg: Config) 
         run_config=None,
     ).with_status(BulkActionStatus.COMPLETED_SUCCESS)
     instance.add_backfill(backfill)
-    tick = execution_tags("scheduled:bench-failed", SyncType.SCHEDULED, trigger=Trigger.TICK)
+    tick = execution_tags("scheduled:bench-failed", trigger=Trigger.TICK)
     failed = instance.create_run_for_job(
         defs.resolve_job_def(aggregation_session_job.name), tags=tick, status=dg.DagsterRunStatus.FAILURE
     )

@@ -3,8 +3,11 @@
 `make demo` aggregates the last 14 days through daily ticks; a growth chart over 12
 weeks and a 90-day forecast need the aggregates of the whole demo range. This does
 what an operator does once after installing sizeagg: one ranged run per period over
-every partition that has raw data (what a UI backfill with single-run policy
-launches), the raw-table checks, and the forecast as of the last day with data.
+every partition from the first with raw data to the open one, today's, computed "to
+date" as a tick does (what a UI backfill with single-run policy launches), the
+raw-table checks, and the forecast as of every day. The
+demo's partitions start on the first day of its data's first quarter (Makefile), so
+the catalog shows every partition with data materialized.
 The runs land in DAGSTER_HOME, so the UI shows their checks, charts and forecast.
 """
 
@@ -18,7 +21,7 @@ from pathlib import Path
 import dagster as dg
 import sqlalchemy as sa
 
-from sizeagg_pipeline.core.periods import PERIODS, window_containing
+from sizeagg_pipeline.core.periods import PERIODS, Period, span_text, window_containing
 from sizeagg_pipeline.core.schema import database_size_stats, make_engine
 from sizeagg_pipeline.core.settings import calendar, database_url, state_dir
 
@@ -35,6 +38,7 @@ def main() -> int:
     from sizeagg_pipeline.definitions import defs
     from sizeagg_pipeline.defs.aggregates.checks import raw_table_checks_job
     from sizeagg_pipeline.defs.aggregates.jobs import PERIOD_JOBS
+    from sizeagg_pipeline.defs.aggregates.partitions import PARTITIONS
     from sizeagg_pipeline.defs.forecast.schedule import capacity_forecast_job
 
     engine = make_engine(database_url())
@@ -53,7 +57,12 @@ def main() -> int:
     failed = 0
     with dg.DagsterInstance.get() as instance:
         for period in PERIODS:
-            start, end = window_containing(period, first).key, window_containing(period, last).key
+            # A week that began before the first partition (SIZEAGG_START_DATE is a quarter's
+            # first day, not always a Monday) is no partition: start at the first one.
+            first_key = PARTITIONS[period].get_first_partition_key()
+            start = max(window_containing(period, first).key, first_key or "")
+            # Up to the open window (today's day, this week, …), "to date" as a tick does.
+            end = PARTITIONS[period].get_last_partition_key() or window_containing(period, last).key
             result = defs.resolve_job_def(PERIOD_JOBS[period].name).execute_in_process(
                 run_config=QUIET,
                 instance=instance,
@@ -67,7 +76,7 @@ def main() -> int:
             checks = result.get_asset_check_evaluations()
             passed = sum(c.passed for c in checks)
             status = "ok" if result.success else "FAILED"
-            print(f"{period:<9} {start}...{end}: {status}, checks {passed}/{len(checks)} passed")
+            print(f"{period:<9} {span_text(start, end)}: {status}, checks {passed}/{len(checks)} passed")
             failed += not result.success
         result = defs.resolve_job_def(raw_table_checks_job.name).execute_in_process(
             run_config=QUIET, instance=instance, raise_on_error=False
@@ -77,11 +86,16 @@ def main() -> int:
         result = defs.resolve_job_def(capacity_forecast_job.name).execute_in_process(
             run_config={**QUIET, "ops": {"capacity_forecast": {"config": DEMO_THRESHOLDS}}},
             instance=instance,
-            partition_key=last.isoformat(),
+            tags={
+                "dagster/asset_partition_range_start": first.isoformat(),
+                "dagster/asset_partition_range_end": PARTITIONS[Period.DAILY].get_last_partition_key()
+                or last.isoformat(),
+                "sizeagg/demo": "history",
+            },
             raise_on_error=False,
         )
         failed += not result.success
-        for event in result.get_asset_materialization_events():
+        for event in result.get_asset_materialization_events()[-1:]:
             meta = {k: v.value for k, v in event.materialization.metadata.items()}
             print(
                 f"forecast as of {last}: {meta['databases_forecast']} databases, "

@@ -26,11 +26,13 @@ if TYPE_CHECKING:
 
 from ..core import sessions, settings
 from ..core.existing import init_db
-from ..core.periods import BadPartitionKey, parse_date
+from ..core.periods import BadPartitionKey, Period, parse_date, window_containing
 from ..core.schema import (
     create_missing,
     database_size_aggregations,
+    database_size_stats,
     instance_size_aggregations,
+    instance_size_stats,
     sync_instance_records,
 )
 from ..core.settings import START_DATE_VAR, as_utc, calendar, state_dir, utc_now
@@ -56,6 +58,10 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
     from ..core.demo_data import generate
 
     end = parse_date(args.end, "--end") if args.end else calendar().yesterday()
+    days = args.days
+    if args.quarter_aligned:  # start on the first day of the first day's quarter
+        first = window_containing(Period.QUARTERLY, end - timedelta(days=max(days, 1) - 1)).start
+        days = (end - first).days + 1
     engine = engine_for_url()
     with database_errors(engine):
         create_missing(engine)
@@ -64,11 +70,31 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
                 conn,
                 instance_count=args.instances,
                 databases=args.databases,
-                days=args.days,
+                days=days,
                 end=end,
                 seed=args.seed,
             )
     print(f"demo data: {summary}")
+    return 0
+
+
+def cmd_start_date(_: argparse.Namespace) -> int:
+    """The first day of the quarter of the earliest raw row: what SIZEAGG_START_DATE should be."""
+    engine = engine_for_url(existing=True)
+    try:
+        with database_errors(engine):
+            check_database(engine, writes=False)
+            with engine.connect() as conn:
+                firsts = [
+                    conn.execute(sa.select(sa.func.min(table.c.collected_date))).scalar_one()
+                    for table in (database_size_stats, instance_size_stats)
+                ]
+    finally:
+        engine.dispose()
+    known = [d if isinstance(d, date) else date.fromisoformat(str(d)) for d in firsts if d is not None]
+    if not known:
+        raise LookupError("no raw rows in database_size_stats or instance_size_stats: nothing to start from")
+    print(window_containing(Period.QUARTERLY, min(known)).start.isoformat())
     return 0
 
 
@@ -241,10 +267,21 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--days", type=int, default=120)
     demo.add_argument("--end", help="last collected_date (default: yesterday, business time)")
     demo.add_argument("--seed", type=int, default=42)
+    demo.add_argument(
+        "--quarter-aligned",
+        action="store_true",
+        help="start the data on the first day of its quarter (at least --days days), so every "
+        "partition from that SIZEAGG_START_DATE on has data",
+    )
     demo.set_defaults(func=cmd_demo_data)
     run = sub.add_parser("run", parents=[verbose], help="run the daily tick for a business date, in process")
     run.add_argument("--date", required=True, help="YYYY-MM-DD, or YYYY-MM-DD..YYYY-MM-DD for each day")
     run.set_defaults(func=cmd_run)
+    sub.add_parser(
+        "start-date",
+        parents=[verbose],
+        help="the first day of the quarter of the earliest raw row (for SIZEAGG_START_DATE)",
+    ).set_defaults(func=cmd_start_date)
     ses = sub.add_parser("sessions", parents=[verbose], help="aggregate row counts and recent sessions")
     ses.add_argument("--limit", type=int, default=20)
     ses.set_defaults(func=cmd_sessions)

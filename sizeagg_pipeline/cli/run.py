@@ -188,7 +188,7 @@ class Runner:
         execution_id = ExecutionId.cli(day, sync_type)
         with self.engine.begin() as conn:  # so that the execution is ended even if this process dies
             sessions.register_execution(conn, execution_id, self.owner.dump())
-        tags = execution_tags(execution_id, sync_type, trigger=Trigger.CLI, day=day)
+        tags = execution_tags(execution_id, trigger=Trigger.CLI)
         for period, window in windows_for_date(day).items():
             started = time.monotonic()
             success = self.execute(PERIOD_JOBS[period].name, tags, {}, partition_key=window.key)

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from PIL import Image
 
 from .levels import Level
-from .periods import Period, Window, window_containing
+from .periods import Period, Window, span_text, window_containing
 from .schema import instances
 
 PERIODS_SHOWN = 12
@@ -109,10 +109,24 @@ def growth_report(conn: sa.Connection, level: Level, period: Period, last_start:
     return GrowthReport(period, windows[0], windows[-1], len(summary), leaders, history)
 
 
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A markdown table as the UI shows it: numbers with thousands separators, one decimal."""
+    return frame.to_markdown(index=False, intfmt=",", floatfmt=",.1f")
+
+
+def chart_label(period: Period) -> str:
+    """The metadata label of the growth chart: says what it is next to the UI's Show Markdown link."""
+    return f"Top {TOP} growth, {period} — chart"
+
+
+def table_label(period: Period) -> str:
+    return f"Top {TOP} growth, {period} — table"
+
+
 def _title(report: GrowthReport) -> str:
     return (
         f"Top {len(report.leaders)} fastest-growing {report.subject}, "
-        f"{report.period} {report.first.start}..{report.last.end}"
+        f"{report.period} {span_text(report.first.start, report.last.end)}"
     )
 
 
@@ -162,19 +176,22 @@ def chart_markdown(report: GrowthReport) -> str:
 
 
 def table_markdown(report: GrowthReport) -> str:
+    """The leaders in the few columns that fit the asset page's side panel, and their period range."""
+    span = f"{report.period} {span_text(report.first.start, report.last.end)}"
     if report.leaders.empty:
-        return f"_no {report.subject} grew over {report.period} {report.first.start}..{report.last.end}_"
-    shown = report.leaders.rename(
-        columns={
-            "label": "instance / database" if report.subject == "databases" else "instance",
-            "first_period": "from",
-            "last_period": "to",
-            "first_mb": "from MB",
-            "last_mb": "to MB",
-            "growth_mb": "growth MB",
-            "growth_percent": "growth %",
-            "mb_per_period": f"MB per {report.period.value.removesuffix('ly')}",
+        return f"_no {report.subject} grew over {span}_"
+    unit = report.period.value.removesuffix("ly").replace("dai", "day")
+    shown = pd.DataFrame(
+        {
+            "#": range(1, len(report.leaders) + 1),
+            "instance / database" if report.subject == "databases" else "instance": report.leaders["label"],
+            "size MB": report.leaders["last_mb"],
+            "growth MB": report.leaders["growth_mb"],
+            "growth %": report.leaders["growth_percent"],
+            f"MB per {unit}": report.leaders["mb_per_period"],
         }
-    ).drop(columns=["instance_id", "database_name", "periods"], errors="ignore")
-    shown.insert(0, "#", range(1, len(shown) + 1))
-    return shown.to_markdown(index=False)
+    )
+    return (
+        markdown_table(shown) + f"\n\nGrowth between each one's first and last {unit} with data, {span}; "
+        "the chart above has the same ten."
+    )

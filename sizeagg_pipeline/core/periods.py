@@ -95,6 +95,15 @@ def window_for_key(period: Period, key: str) -> Window:
     return window
 
 
+def span_text(first: date | str, last: date | str) -> str:
+    """A range of days or partition keys as people read it (UI, logs, messages): `a..b`.
+
+    One notation for every human-facing range; `key_range` keeps Dagster's `a...b`
+    where a partition range is stored (sync_details, run tags).
+    """
+    return str(first) if str(first) == str(last) else f"{first}..{last}"
+
+
 def key_range(first_key: str, last_key: str) -> str:
     """One partition key, or a range in Dagster's notation: `2026-03-01...2026-03-31`."""
     return first_key if first_key == last_key else f"{first_key}...{last_key}"

@@ -1,4 +1,4 @@
-"""Every piece of sizeagg's automation ships `RUNNING`.
+"""Every piece of sizeagg's automation ships `RUNNING`: sensors and schedules.
 
 Dagster's default for sensors and schedules is STOPPED, which on a fresh deployment
 would silently disable the daily tick, every safety net that ends sessions, and the

@@ -229,3 +229,31 @@ def test_limits_commands(app_url: str, tmp_path: Path) -> None:
         "orders-db            (instance total)                    512,000  data volume",
     ]
     engine.dispose()
+
+
+def test_start_date_is_the_first_quarter_with_raw_data(app_url: str, tmp_path: Path) -> None:
+    """What `make demo` writes into .sizeagg/demo.env, and what a deployment sets SIZEAGG_START_DATE to."""
+    assert _sizeagg(tmp_path, "init-db").returncode == 0
+    empty = _sizeagg(tmp_path, "start-date")
+    assert empty.returncode == 2 and empty.stdout == ""
+    assert empty.stderr.strip().splitlines() == [
+        "sizeagg start-date: error: no raw rows in database_size_stats or instance_size_stats: "
+        "nothing to start from"
+    ]
+    demo = _sizeagg(
+        tmp_path,
+        "demo-data",
+        "--instances",
+        "2",
+        "--databases",
+        "2",
+        "--days",
+        "40",
+        "--end",
+        "2026-05-31",
+        "--quarter-aligned",
+    )
+    assert demo.returncode == 0, demo.stderr
+    assert "2026-04-01..2026-05-31" in demo.stdout  # 40 days back is in Q2: the data starts on its first day
+    start = _sizeagg(tmp_path, "start-date")
+    assert (start.returncode, start.stdout) == (0, "2026-04-01\n")

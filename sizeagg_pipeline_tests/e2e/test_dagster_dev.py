@@ -21,7 +21,8 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
+from datetime import time as time_of_day
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from sizeagg_pipeline.core import aggregation, schema, sessions
 from sizeagg_pipeline.core.levels import LEVELS
 from sizeagg_pipeline.core.periods import PERIODS, Period, windows_between
 from sizeagg_pipeline.core.settings import calendar
+from sizeagg_pipeline.defs.schedule.tick import due_day
 from sizeagg_pipeline.defs.sessions import vocabulary
 from sizeagg_pipeline.defs.sessions.asset import aggregation_session_job
 from sizeagg_pipeline_tests.support.dagster_processes import (
@@ -99,10 +101,6 @@ query($s: SensorSelector!) {
     ... on Sensor { sensorState { status ticks(limit: 5) { timestamp status runIds skipReason } } }
   }
 }"""
-SET_CURSOR = """
-mutation($s: SensorSelector!) {
-  setSensorCursor(sensorSelector: $s, cursor: null) { __typename }
-}"""
 
 
 @dataclass
@@ -163,11 +161,14 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     app_url = f"sqlite:///{home / 'app.db'}"
     engine = schema.make_engine(app_url)
     schema.create_missing(engine)
-    yesterday = calendar().yesterday()
+    # The tick schedules fire a few minutes from now (cron minutes): long enough for the
+    # deployment to start, so the scheduler sees them running before their first tick.
+    tick_at = (datetime.now(calendar().tz) + timedelta(minutes=3)).replace(second=0, microsecond=0)
+    yesterday = due_day(tick_at, tick_at.time())
     _seed(engine, yesterday)
     env = {
         "SIZEAGG_DATABASE_URL": app_url,
-        "SIZEAGG_DAILY_TICK": "00:00",
+        "SIZEAGG_DAILY_TICK": f"{tick_at:%H:%M}",
         "SIZEAGG_SENSOR_INTERVAL_SECONDS": "5",
         "SIZEAGG_JANITOR_INTERVAL_SECONDS": "10",
         "SIZEAGG_OBSERVE_INTERVAL_SECONDS": "5",
@@ -264,14 +265,46 @@ query($r: RepositorySelector!) {
 }"""
 
 
+SCHEDULES = """
+query($r: RepositorySelector!) {
+  schedulesOrError(repositorySelector: $r) {
+    __typename
+    ... on Schedules { results { name cronSchedule executionTimezone scheduleState { status } } }
+  }
+}"""
+DRY_RUN = """
+mutation($s: ScheduleSelector!, $t: Float) {
+  scheduleDryRun(selectorData: $s, timestamp: $t) {
+    __typename
+    ... on DryRunInstigationTick {
+      evaluationResult { runRequests { runKey } skipReason error { message } }
+    }
+    ... on PythonError { message }
+  }
+}"""
+
+
+def test_every_schedule_runs_on_a_fresh_deployment(deployment: Deployment) -> None:
+    """The four tick schedules and the forecast's are RUNNING, in the business time zone."""
+    data = deployment.dagster.graphql(SCHEDULES, {"r": deployment.dagster.repository_selector()})
+    found = {
+        s["name"]: (s["scheduleState"]["status"], s["executionTimezone"])
+        for s in data["schedulesOrError"]["results"]
+    }
+    zone = calendar().timezone
+    assert found == {
+        **{f"aggregation_tick_{p}": ("RUNNING", zone) for p in PERIODS},
+        "capacity_forecast_schedule": ("RUNNING", zone),
+    }
+
+
 def test_every_sensor_runs_on_a_fresh_deployment(deployment: Deployment) -> None:
-    """Nobody switched anything on: the tick, the gate and every safety net are RUNNING."""
+    """Nobody switched anything on: the gate and every safety net are RUNNING."""
     data = deployment.dagster.graphql(SENSORS, {"r": deployment.dagster.repository_selector()})
     states = {s["name"]: s["sensorState"]["status"] for s in data["sensorsOrError"]["results"]}
     assert states == {
         name: "RUNNING"
         for name in (
-            "daily_aggregation_tick",
             "aggregation_gate",
             "raw_data_changes",
             "backfill_sessions",
@@ -371,18 +404,23 @@ def test_daily_tick_launches_one_execution_and_the_gate_writes_its_session(deplo
     assert {name: r.tags["dagster/partition"] for name, r in period_runs.items()} == {
         f"{p}_aggregation_job": key for p, key in keys.items()
     }
-    assert {r.tags["dagster/sensor_name"] for r in period_runs.values()} == {"daily_aggregation_tick"}
+    assert {r.tags["dagster/schedule_name"] for r in period_runs.values()} == {
+        f"aggregation_tick_{p}" for p in PERIODS
+    }
     assert {r.tags["dagster/run_key"] for r in period_runs.values()} == {f"tick:{day}:{p}" for p in PERIODS}
     [session_run] = [r for r in runs if r.job_name == aggregation_session_job.name]
     assert session_run.tags["dagster/sensor_name"] == "aggregation_gate"
     assert session_run.status == dg.DagsterRunStatus.SUCCESS
 
-    # forget the sensor's cursor (as a lost cursor would): its next tick asks again, the
-    # daemon finds the run keys, and launches nothing
-    reset_at = time.time()
-    deployment.dagster.graphql(SET_CURSOR, {"s": deployment.sensor_selector("daily_aggregation_tick")})
-    tick = _next_tick(deployment, "daily_aggregation_tick", after=reset_at)
-    assert tick["runIds"] == [], tick
+    # The same tick evaluated again (the UI's "Test schedule"): the day is done, nothing to launch.
+    # 23:59 the next day: at or after the configured tick time, so the due day is `day`
+    tick_time = datetime.combine(day + timedelta(days=1), time_of_day(23, 59), calendar().tz)
+    for period in PERIODS:
+        selector = {**deployment.dagster.repository_selector(), "scheduleName": f"aggregation_tick_{period}"}
+        result = deployment.dagster.graphql(DRY_RUN, {"s": selector, "t": tick_time.timestamp()})
+        evaluation = result["scheduleDryRun"]["evaluationResult"]
+        assert evaluation["runRequests"] == [], evaluation
+        assert f"{day} already completed (session {session_id})" in evaluation["skipReason"], evaluation
     again = deployment.instance.get_runs(dg.RunsFilter(tags={vocabulary.EXECUTION_TAG: execution_id}))
     assert sorted(r.run_id for r in again) == sorted(r.run_id for r in runs)
     assert session_ids_of(deployment.engine, execution_id) == [session_id]

@@ -82,8 +82,16 @@ CHECK_DEFS = dg.Definitions.merge(
 )
 
 
-def run_checks(instance: dg.DagsterInstance, name: str) -> Evaluations:
+def run_checks(
+    instance: dg.DagsterInstance, name: str, window_config: Mapping[str, object] | None = None
+) -> Evaluations:
+    """Run one group of checks on its own; `window_config` configures the window checks."""
     job = CHECK_DEFS.resolve_job_def(f"{name}_checks")
-    result = job.execute_in_process(instance=instance, raise_on_error=False)
+    run_config = {
+        "ops": {c.node_def.name: {"config": dict(window_config)} for c in CHECK_JOBS[name]}
+        if window_config
+        else {}
+    }
+    result = job.execute_in_process(instance=instance, run_config=run_config, raise_on_error=False)
     assert result.success
     return evaluations(result)

@@ -22,7 +22,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -33,7 +33,7 @@ import sqlalchemy as sa
 from sizeagg_pipeline.core import schema
 from sizeagg_pipeline.core.settings import DATABASE_URL_VAR
 from sizeagg_pipeline.defs.aggregates.assets import APP_DB_POOL
-from sizeagg_pipeline.defs.sessions.vocabulary import EXECUTION_TAG, PID_TAG
+from sizeagg_pipeline.defs.sessions.vocabulary import EXECUTION_TAG, owner_of
 from sizeagg_pipeline_tests.support.dagster_processes import wait_for
 from sizeagg_pipeline_tests.support.execution import ACTIVE
 from sizeagg_pipeline_tests.support.paths import BIN, ROOT
@@ -50,6 +50,12 @@ with dg.DagsterInstance.get() as instance, Runner(defs, instance) as runner:
     summary = runner.tick(day, session_config={"hold_seconds": hold})
 print(summary)
 """
+
+
+def _pid(tags: Mapping[str, str]) -> str:
+    """The pid of the `sizeagg run` process that executes a run, as text ("" for none)."""
+    owner = owner_of(tags)
+    return str(owner.pid) if owner else ""
 
 
 def cli_env(app_url: str, home: Path, **extra: str) -> dict[str, str]:
@@ -129,7 +135,7 @@ def claimed_by(instance: dg.DagsterInstance, pids: Sequence[int]) -> int:
     held = 0
     for slot in instance.event_log_storage.get_concurrency_info(APP_DB_POOL).claimed_slots:
         run = instance.get_run_by_id(slot.run_id)
-        held += run is not None and run.tags.get(PID_TAG) in wanted
+        held += run is not None and _pid(run.tags) in wanted
     return held
 
 
@@ -189,7 +195,7 @@ def runs_by_process(instance: dg.DagsterInstance) -> dict[str, list[str]]:
     """pid → its runs' jobs and statuses (what a timeout reports)."""
     found: dict[str, list[str]] = {}
     for run in instance.get_runs():
-        found.setdefault(run.tags.get(PID_TAG, "-"), []).append(f"{run.job_name} {run.status.value}")
+        found.setdefault(_pid(run.tags) or "-", []).append(f"{run.job_name} {run.status.value}")
     return found
 
 
@@ -225,7 +231,7 @@ def wedged(
 
 def assert_healed(data: sa.Engine, instance: dg.DagsterInstance, pids: list[int]) -> None:
     """The killed processes' runs failed, their slots are free, and each execution has one failed session."""
-    runs = [r for r in instance.get_runs() if r.tags.get(PID_TAG) in {str(p) for p in pids}]
+    runs = [r for r in instance.get_runs() if _pid(r.tags) in {str(p) for p in pids}]
     assert {r.status for r in runs if r.is_finished} == {
         dg.DagsterRunStatus.SUCCESS,
         dg.DagsterRunStatus.FAILURE,
@@ -243,4 +249,4 @@ def assert_healed(data: sa.Engine, instance: dg.DagsterInstance, pids: list[int]
     for run in runs:
         if run.status == dg.DagsterRunStatus.FAILURE:
             [failure] = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
-            assert f"pid {run.tags[PID_TAG]} on " in failure.message, failure.message
+            assert f"pid {_pid(run.tags)} on " in failure.message, failure.message

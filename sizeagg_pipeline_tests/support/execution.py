@@ -13,7 +13,6 @@ from datetime import UTC, date, datetime, timedelta
 import dagster as dg
 import sqlalchemy as sa
 
-from sizeagg_pipeline.core.sessions import SyncType
 from sizeagg_pipeline.defs.sessions import vocabulary
 from sizeagg_pipeline.defs.sessions.gate import gate_tick
 from sizeagg_pipeline.defs.sessions.vocabulary import Trigger
@@ -34,7 +33,7 @@ class GateTick:
 
 
 def gated_tags(execution_id: str = EXECUTION, day: date = DAY) -> dict[str, str]:
-    return vocabulary.execution_tags(execution_id, SyncType.SCHEDULED, trigger=Trigger.TICK, day=day)
+    return vocabulary.execution_tags(execution_id, trigger=Trigger.TICK)
 
 
 def gate(instance: dg.DagsterInstance, engine: sa.Engine, cursor: str | None = None) -> GateTick:

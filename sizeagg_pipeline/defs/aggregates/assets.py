@@ -15,10 +15,10 @@ from ...core.levels import LEVELS, Level
 from ...core.periods import PERIODS, Period
 from ...core.settings import database_url
 from ..resources import AppDatabase
-from .checks import history_check_result, history_check_spec, raw_check_result, raw_check_spec
 from .lineage import aggregate_metadata, raw_metadata
 from .metadata import materialization_metadata
 from .partitions import PARTITIONS, context_windows
+from .write_checks import raw_check_spec, raw_evaluations
 
 OWNERS = ["team:dba-platform"]
 APP_DB_POOL = "app_db"  # concurrency pool of every step that writes the application database
@@ -65,26 +65,25 @@ def _build_aggregate(level: Level, period: Period) -> dg.AssetsDefinition:
         kinds=KINDS,
         pool=APP_DB_POOL,
         metadata={**aggregate_metadata(level), "period_type": period.value},
-        check_specs=[raw_check_spec(level, period), history_check_spec(level, period)],
+        check_specs=[raw_check_spec(level, period)],
     )
     def _asset(
         context: dg.AssetExecutionContext, db: AppDatabase
-    ) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
+    ) -> Iterator[dg.AssetCheckEvaluation | dg.Output | dg.MaterializeResult]:
         windows = context_windows(context, period)
         try:
             result = aggregation.aggregate(db.engine, level, windows)
         except aggregation.InvalidRawData as exc:
             # The blocking check fails; the write rolled back, nothing of the partition exists.
-            yield raw_check_result(level, windows, exc.violations)
+            yield from raw_evaluations(context, db.engine, level, windows, exc.violations)
             raise dg.Failure(description=str(exc)) from exc
-        yield raw_check_result(level, windows, None, result)
+        yield from raw_evaluations(context, db.engine, level, windows, None, result)
         context.log.info(
             f"{level.target.name} {period} {result.window_text}: {result.inserted} inserted, "
             f"{result.updated} updated, {result.deleted} deleted, {result.instances} instances"
         )
         if result.kept is not None:
             context.log.warning(str(result.kept))
-        yield history_check_result(level, result)
         yield dg.MaterializeResult(metadata=materialization_metadata(db.engine, level, result))
 
     return _asset

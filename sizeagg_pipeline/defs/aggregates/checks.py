@@ -1,48 +1,76 @@
 """Asset checks of the aggregates and the raw tables: is this number right?
 
-* ``raw_rows_valid`` (on every aggregate asset, blocking): the write's own
-  validation of exactly the raw rows it reads (its windows and the window before),
-  reported as a check. A failure stops that partition, nothing written, with the
-  rule, table and rows named. It is attached to the aggregates rather than to the
-  raw assets so it gates the write whatever the raw assets become.
+* ``raw_rows_valid`` (on every aggregate asset, blocking): emitted by the write itself
+  (`write_checks.py`).
 * ``no_invalid_rows`` (on the raw assets): the same rules over the whole raw table,
   for a DBA who wants to sweep it from the raw asset's Checks tab.
 * ``data_count_matches_raw`` and ``one_row_per_<level>`` (on every aggregate asset):
-  run after the write in the same run, over the run's windows; launched on their own
-  (the Checks tab's "Execute") they check the windows of the last `lookback_days`
+  run after the write in the same run, one evaluation per partition of the run;
+  launched on their own (the Checks tab's "Execute", a subsettable check) they
+  check the chosen windows or the materialized windows of the last `lookback_days`
   days, which is how late raw rows show up as stale aggregates. Windows kept because
   their raw data is gone (`core/horizon.py`) are not compared with what is left.
-* ``complete_raw_history`` (on every aggregate asset, WARN, emitted by the write): did
-  this materialization compute every window from complete raw data, or keep some
-  slices as they were because raw data before the horizon is gone?
+* ``complete_raw_history`` (on every aggregate asset, WARN, with the two above):
+  was each window computed from complete raw data, or was its slice kept as it was
+  because raw data of its window or the one before is gone? Nothing is lost either
+  way; the warning says which slices a rewrite did not recompute.
+
+One evaluation per partition, not one per run: Dagster plans a check of a
+partitioned run once per partition of the run, and a planned evaluation that never
+arrives shows as "Skipped". Per partition, every evaluation also covers exactly one
+window, so its numbers are comparable with every other one. An evaluation over
+several windows (launched on its own) carries window counts under other names, so
+the check's plots never mix the two (docs/ui.md, Asset checks).
 
 All of them are set-based SQL in `core/quality.py`; this module only wires them.
 """
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from datetime import timedelta
+from typing import Any
 
 import dagster as dg
 import sqlalchemy as sa
 from pydantic import Field
 
 from ...core import quality
-from ...core.aggregation import Violations, WriteResult
 from ...core.horizon import read_horizon
 from ...core.levels import LEVELS, Level
-from ...core.periods import PERIODS, Period, Window, window_containing, windows_between
+from ...core.periods import PERIODS, Period, Window, span_text, window_containing, windows_between
 from ...dagster_private import Metadata
 from ..resources import AppDatabase
 from .partitions import CALENDAR
 
-RAW_CHECK = "raw_rows_valid"
-HISTORY_CHECK = "complete_raw_history"
 RAW_TABLE_CHECK = "no_invalid_rows"
 DATA_COUNT_CHECK = "data_count_matches_raw"
+HISTORY_CHECK = "complete_raw_history"
+FAILURES_SHOWN = 3  # failing windows quoted in an evaluation over several windows
 
 
 def coverage_check_name(level: Level) -> str:
     return f"one_row_per_{level.name}"
+
+
+def _outcome(
+    finding: quality.Finding,
+    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
+    **extra: str | int,
+) -> dict[str, Any]:
+    """What every result of a finding says: pass/fail at `severity`, why, and its numbers."""
+    metadata: Metadata = {**finding.counts, **extra}
+    if finding.examples:
+        metadata["examples"] = dg.MetadataValue.md("\n".join(f"- {e}" for e in finding.examples))
+    return {
+        "passed": finding.passed,
+        "severity": severity,
+        "description": finding.description,
+        "metadata": metadata,
+    }
+
+
+def severity_of(check_name: str | None) -> dg.AssetCheckSeverity:
+    """Only a kept slice is a warning: nothing is wrong with it, it was not recomputed."""
+    return dg.AssetCheckSeverity.WARN if check_name == HISTORY_CHECK else dg.AssetCheckSeverity.ERROR
 
 
 def check_result(
@@ -51,128 +79,135 @@ def check_result(
     asset: dg.AssetKey | None = None,
     **extra: str | int,
 ) -> dg.AssetCheckResult:
-    """A finding of `core/quality.py` as an ERROR-severity check result."""
-    metadata: Metadata = {**finding.counts, **extra}
-    if finding.examples:
-        metadata["examples"] = dg.MetadataValue.md("\n".join(f"- {e}" for e in finding.examples))
+    """A finding of `core/quality.py` as a check result (unpartitioned runs)."""
     return dg.AssetCheckResult(
+        asset_key=asset, check_name=check_name, **_outcome(finding, severity_of(check_name), **extra)
+    )
+
+
+def partition_evaluation(
+    asset: dg.AssetKey,
+    check_name: str,
+    window: Window,
+    finding: quality.Finding,
+    blocking: bool,
+    **extra: str,
+) -> dg.AssetCheckEvaluation:
+    """One window's evaluation, recorded against its partition (what Dagster planned)."""
+    return dg.AssetCheckEvaluation(
         asset_key=asset,
         check_name=check_name,
-        passed=finding.passed,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description=finding.description,
-        metadata=metadata,
+        blocking=blocking,
+        partition=window.key,
+        **_outcome(finding, severity_of(check_name), **extra),
     )
 
 
-# --------------------------------------------------------------------------- the gate
-
-
-def raw_check_spec(level: Level, period: Period) -> dg.AssetCheckSpec:
-    return dg.AssetCheckSpec(
-        RAW_CHECK,
-        asset=level.asset_name(period),
-        blocking=True,
-        description=(
-            f"Before the write: the {level.raw.name} rows this partition reads (its window and "
-            f"the previous one) have no negative {', '.join(level.sizes)}, no NULL "
-            f"{', '.join(level.required)} and no instance_id missing from instances. "
-            "Blocking: on failure nothing of the partition is written."
-        ),
-    )
-
-
-def raw_check_result(
-    level: Level, windows: Sequence[Window], violations: Violations | None, result: WriteResult | None = None
-) -> dg.AssetCheckResult:
-    """`raw_rows_valid` as the write's own validation found it: no second scan of the raw rows.
-
-    `violations` is None when the write validated its rows and went ahead (`result`).
-    """
-    first, last = windows[0].previous().start, windows[-1].end
-    if result is not None and result.read_from is None:
-        finding = quality.Finding(True, f"this write read no {level.raw.name} rows: {result.kept}")
-        return check_result(finding, RAW_CHECK, rows_read="none")
-    if result is not None and result.read_from is not None:
-        first = result.read_from
-    where = f"collected_date {first}..{last}"
-    if violations is None:
-        finding = quality.Finding(
-            True,
-            f"the {level.raw.name} rows this write read ({where}) have no negative or NULL sizes "
-            "and no unknown instance_id",
-        )
-    else:
-        finding = quality.raw_finding(violations, where)
-    return check_result(finding, RAW_CHECK, rows_read=f"{first}..{last}")
-
-
-def history_check_spec(level: Level, period: Period) -> dg.AssetCheckSpec:
-    return dg.AssetCheckSpec(
-        HISTORY_CHECK,
-        asset=level.asset_name(period),
-        description=(
-            f"Every window this materialization covered was computed from complete {level.raw.name} "
-            "rows. WARN when some slices were kept exactly as they were because the raw data of their "
-            "window, or of the window before, is gone (the raw table's horizon): nothing was lost, "
-            "but those slices were not recomputed."
-        ),
-    )
-
-
-def history_check_result(level: Level, result: WriteResult) -> dg.AssetCheckResult:
-    """`complete_raw_history` of one write: passed, or WARN naming the kept slices and why."""
-    kept = result.kept
-    metadata: Metadata = {"windows": result.window_text}
-    if kept is None:
-        description = f"every window was computed from complete {level.raw.name} rows"
-    else:
-        description = str(kept)
-        metadata |= {"kept_partitions": kept.partitions, "kept_rows": kept.rows}
-    return dg.AssetCheckResult(
-        check_name=HISTORY_CHECK,
-        passed=kept is None,
-        severity=dg.AssetCheckSeverity.WARN,
-        description=description,
-        metadata=metadata,
-    )
+def window_text(windows: Sequence[Window]) -> str:
+    """`weekly 2026-11-02..2026-11-29`: the days a check covered."""
+    return f"{windows[0].period} {span_text(windows[0].start, windows[-1].end)}"
 
 
 # --------------------------------------------------------------------------- after the write
 
 
 class WindowCheckConfig(dg.Config):
+    windows: str = Field(
+        default="",
+        description=(
+            "Only when the check runs without a partition (the Checks tab's Execute): the "
+            "partition key of one window, or a range FIRST..LAST of partition keys. Empty: every "
+            "materialized window that overlaps the last lookback_days days."
+        ),
+    )
     lookback_days: int = Field(
         default=92,
-        description=(
-            "Only when the check runs without a partition (the Checks tab's Execute): check "
-            "every materialized window of this period that overlaps the last lookback_days days."
-        ),
+        description="Only without a partition and without `windows`: how many recent days to check.",
     )
 
 
-def _check_windows(
-    context: dg.AssetCheckExecutionContext, conn: sa.Connection, level: Level, period: Period, lookback: int
+def _chosen_windows(
+    conn: sa.Connection, level: Level, period: Period, config: WindowCheckConfig
 ) -> list[Window]:
-    """The run's windows, or on its own the recent materialized ones; never those kept by the horizon.
+    """Launched on its own: the configured windows, or the recent windows that were materialized."""
+    if config.windows:
+        first, _, last = config.windows.partition("..")
+        return windows_between(period, first.strip(), (last or first).strip())
+    today = CALENDAR.today()
+    first_window = window_containing(period, today - timedelta(days=max(config.lookback_days, 0)))
+    recent = windows_between(period, first_window.key, window_containing(period, today).key)
+    return quality.materialized_windows(conn, level, recent)
 
-    A kept slice was not recomputed from the raw rows that are left, so comparing it
-    with them would only report the purge (`complete_raw_history` says it instead).
+
+Findings = list[tuple[Window, quality.Finding]]
+
+
+def _findings(
+    conn: sa.Connection, level: Level, names: Collection[str], windows: Sequence[Window]
+) -> dict[str, Findings]:
+    """The selected checks, window by window: each finding covers exactly one window.
+
+    A window kept because its raw data is gone was not recomputed from the raw rows
+    that are left, so comparing it with them would only report the purge: the two
+    comparisons pass it, saying why, and `complete_raw_history` warns.
     """
-    if context.has_partition_key or context.has_partition_key_range:
-        key_range = context.partition_key_range
-        windows = windows_between(period, key_range.start, key_range.end)
-    else:
-        today = CALENDAR.today()
-        first = window_containing(period, today - timedelta(days=max(lookback, 0)))
-        recent = windows_between(period, first.key, window_containing(period, today).key)
-        windows = quality.materialized_windows(conn, level, recent)
     horizon = read_horizon(conn, level)
-    return [w for w in windows if not horizon.keeps(w)]
+
+    def history(conn: sa.Connection, level: Level, windows: Sequence[Window]) -> quality.Finding:
+        if horizon.keeps(windows[0]):
+            return quality.Finding(False, f"{windows[0]} was kept as it was, not recomputed: {horizon.gone}")
+        return quality.Finding(True, f"{windows[0]} can be computed from complete {level.raw.name} rows")
+
+    queries = {
+        DATA_COUNT_CHECK: quality.data_count_matches_raw,
+        coverage_check_name(level): quality.one_row_per_group,
+        HISTORY_CHECK: history,
+    }
+
+    def finding(name: str, window: Window) -> quality.Finding:
+        if horizon.keeps(window) and name != HISTORY_CHECK:
+            return quality.Finding(True, f"{window} is kept as it was ({horizon.gone}): not compared")
+        return queries[name](conn, level, [window])
+
+    return {name: [(w, finding(name, w)) for w in windows] for name in queries if name in names}
+
+
+def combined_result(asset: dg.AssetKey, check_name: str, findings: Findings) -> dg.AssetCheckResult:
+    """One evaluation over the windows of a check launched on its own.
+
+    One window: its finding and its numbers, as in a partitioned run. Several: how
+    many windows were checked and how many failed, with the first failures quoted.
+    """
+    if not findings:
+        return check_result(
+            quality.Finding(True, "no materialized window in the lookback: nothing to check"),
+            check_name,
+            asset,
+            windows_checked=0,
+        )
+    windows = [w for w, _ in findings]
+    if len(findings) == 1:
+        return check_result(findings[0][1], check_name, asset, windows=window_text(windows))
+    failing = [(w, f) for w, f in findings if not f.passed]
+    if not failing:
+        text = f"all {len(findings)} windows of {window_text(windows)} passed"
+    else:
+        quoted = "; ".join(f"{w.key}: {f.description}" for w, f in failing[:FAILURES_SHOWN])
+        more = f"; … and {len(failing) - FAILURES_SHOWN} more" if len(failing) > FAILURES_SHOWN else ""
+        text = f"{len(failing)} of {len(findings)} windows of {window_text(windows)} fail: {quoted}{more}"
+    examples = [e for _, f in failing[:FAILURES_SHOWN] for e in f.examples]
+    return check_result(
+        quality.Finding(
+            not failing, text, {"windows_checked": len(findings), "failing_windows": len(failing)}, examples
+        ),
+        check_name,
+        asset,
+        windows=window_text(windows),
+    )
 
 
 def _build_window_checks(level: Level, period: Period) -> dg.AssetChecksDefinition:
-    """Both after-write checks of one aggregate asset, in one step (one op, two results)."""
+    """Both after-write checks of one aggregate asset, in one op that runs either or both."""
     asset = dg.AssetKey(level.asset_name(period))
     specs = [
         dg.AssetCheckSpec(
@@ -180,7 +215,8 @@ def _build_window_checks(level: Level, period: Period) -> dg.AssetChecksDefiniti
             asset=asset,
             description=(
                 f"Every row's data_count equals the {level.counted} of {level.raw.name} in its window "
-                "(fails when raw data changed after the aggregate was written)."
+                "(fails when raw data changed after the aggregate was written). Execute it on its "
+                "own to check the recent windows, or a window chosen in the launchpad (windows)."
             ),
         ),
         dg.AssetCheckSpec(
@@ -188,26 +224,41 @@ def _build_window_checks(level: Level, period: Period) -> dg.AssetChecksDefiniti
             asset=asset,
             description=(
                 f"Every {level.name} with {level.raw.name} rows in a window has exactly one row for "
-                "that window, and no row exists without raw data."
+                "that window, and no row exists without raw data. Execute it on its own to check "
+                "the recent windows, or a window chosen in the launchpad (windows)."
+            ),
+        ),
+        dg.AssetCheckSpec(
+            HISTORY_CHECK,
+            asset=asset,
+            description=(
+                f"Each window was computed from complete {level.raw.name} rows. WARN when a window "
+                "was kept exactly as it was because the raw data of the window, or of the window "
+                "before, is gone (the raw table's horizon): nothing was lost, but it was not recomputed."
             ),
         ),
     ]
 
-    @dg.multi_asset_check(specs=specs, name=f"{asset.to_python_identifier()}_consistency")
+    # can_subset: each check can be executed on its own (Dagster's canExecuteIndividually).
+    @dg.multi_asset_check(specs=specs, name=f"{asset.to_python_identifier()}_consistency", can_subset=True)
     def _checks(
         context: dg.AssetCheckExecutionContext, db: AppDatabase, config: WindowCheckConfig
-    ) -> Iterator[dg.AssetCheckResult]:
+    ) -> Iterator[dg.AssetCheckResult | dg.AssetCheckEvaluation]:
+        selected = {key.name for key in context.selected_asset_check_keys}
+        partitioned = context.has_partition_key or context.has_partition_key_range
         with db.engine.connect() as conn:
-            windows = _check_windows(context, conn, level, period, config.lookback_days)
-            data_count = quality.data_count_matches_raw(conn, level, windows)
-            coverage = quality.one_row_per_group(conn, level, windows)
-        text = (
-            f"{windows[0].period} {windows[0].start}..{windows[-1].end}"
-            if windows
-            else "none materialized in the lookback, or all kept beyond the raw horizon"
-        )
-        yield check_result(data_count, DATA_COUNT_CHECK, asset, windows=text)
-        yield check_result(coverage, coverage_check_name(level), asset, windows=text)
+            if partitioned:
+                key_range = context.partition_key_range
+                windows = windows_between(period, key_range.start, key_range.end)
+            else:
+                windows = _chosen_windows(conn, level, period, config)
+            found = _findings(conn, level, selected, windows)
+        for name, findings in found.items():
+            if not partitioned:
+                yield combined_result(asset, name, findings)
+                continue
+            for window, finding in findings:
+                yield partition_evaluation(asset, name, window, finding, False, windows=window_text([window]))
 
     return _checks
 
@@ -225,7 +276,7 @@ def _build_raw_table_check(level: Level) -> dg.AssetChecksDefinition:
         description=(
             f"The whole {level.raw.name} table: no negative {', '.join(level.sizes)}, no NULL "
             f"{', '.join(level.required)}, no instance_id missing from instances. The aggregates "
-            f"enforce the same rules on the rows they read ({RAW_CHECK}, blocking)."
+            f"enforce the same rules on the rows they read (raw_rows_valid, blocking)."
         ),
     )
     def raw_table(db: AppDatabase) -> dg.AssetCheckResult:

@@ -1,8 +1,8 @@
 """One job per period: both levels of that period share a partitions definition and a run.
 
 Assets of different partitions definitions cannot share a run (docs/design.md), so
-a daily execution is four period runs and then one session run. Every run of a
-period job carries its period as a tag, so run readers never parse names.
+a daily execution is four period runs and then one session run. Run readers
+find a run's period from its job (`PERIOD_JOBS`), never by parsing names.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import dagster as dg
 
 from ...core.periods import PERIODS, Period
 from ..alerts.freshness import aggregate_freshness_checks
-from ..sessions.vocabulary import PERIOD_TAG
 from .assets import assets_of
 
 PERIOD_JOBS: dict[Period, dg.UnresolvedAssetJobDefinition] = {
@@ -20,7 +19,6 @@ PERIOD_JOBS: dict[Period, dg.UnresolvedAssetJobDefinition] = {
         # The freshness checks judge "now", not the run's partition: their own sensor runs them.
         selection=dg.AssetSelection.assets(*assets_of(period))
         - dg.AssetSelection.checks(aggregate_freshness_checks),
-        tags={PERIOD_TAG: period.value},
         description=f"Database- and instance-level {period} aggregates for a partition or range.",
     )
     for period in PERIODS

@@ -10,7 +10,8 @@ from ...core import charts
 from ...core.aggregation import WriteResult
 from ...core.horizon import Horizon
 from ...core.levels import Level
-from ...core.periods import Period, key_range
+from ...core.periods import Period, span_text
+from ...core.schema import instances
 from ...dagster_private import Metadata
 from .lineage import aggregate_lineage
 
@@ -19,11 +20,14 @@ CHARTED = (Period.WEEKLY, Period.MONTHLY)  # periods whose assets chart their gr
 
 
 def _preview(engine: sa.Engine, level: Level, result: WriteResult) -> str:
+    """The first rows of the slice, with instance names (the ids mean nothing to a DBA)."""
     table = level.target
     key = [table.c[k] for k in level.keys]
-    shown = [*key, table.c.period_start, *list(table.c)[5 : 5 + 6]]
+    named = [instances.c.name.label("instance"), *key[1:]]
+    shown = [*named, table.c.period_start, *list(table.c)[5 : 5 + 6]]
     query = (
         sa.select(*shown)
+        .select_from(table.outerjoin(instances, instances.c.id == table.c.instance_id))
         .where(
             table.c.period_type == result.period.value,
             table.c.period_start.between(result.first.start, result.last.start),
@@ -33,7 +37,8 @@ def _preview(engine: sa.Engine, level: Level, result: WriteResult) -> str:
     )
     with engine.connect() as conn:
         frame = pd.read_sql(query, conn)
-    return frame.to_markdown(index=False) if len(frame) else "_no rows: no raw data in the window_"
+    more = f"\n\nThe first {PREVIEW_ROWS} of {result.rows:,} rows; all of them: table {table.name}."
+    return charts.markdown_table(frame) + more if len(frame) else "_no rows: no raw data in the window_"
 
 
 def _growth(engine: sa.Engine, level: Level, result: WriteResult) -> Metadata:
@@ -43,8 +48,8 @@ def _growth(engine: sa.Engine, level: Level, result: WriteResult) -> Metadata:
     with engine.connect() as conn:
         report = charts.growth_report(conn, level, result.period, result.last.start)
     return {
-        "top_growth_chart": dg.MetadataValue.md(charts.chart_markdown(report)),
-        "top_growth_table": dg.MetadataValue.md(charts.table_markdown(report)),
+        charts.chart_label(result.period): dg.MetadataValue.md(charts.chart_markdown(report)),
+        charts.table_label(result.period): dg.MetadataValue.md(charts.table_markdown(report)),
     }
 
 
@@ -64,7 +69,7 @@ def materialization_metadata(engine: sa.Engine, level: Level, result: WriteResul
         "rows_deleted": result.deleted,
         "instances_covered": result.instances,
         "window": result.window_text,
-        "partitions": key_range(result.first.key, result.last.key),
+        "partitions": span_text(result.first.key, result.last.key),
         "preview": dg.MetadataValue.md(_preview(engine, level, result)),
         # Materialization metadata too: the UI's column-lineage view reads the latest event.
         "dagster/column_lineage": aggregate_lineage(level),

@@ -16,6 +16,7 @@ from pydantic import Field
 
 from ...core import forecast, limits
 from ...core.alerts import Severity
+from ...core.charts import markdown_table
 from ...core.levels import DATABASE, INSTANCE
 from ...core.lineage import FORECAST_LINEAGE, column_descriptions
 from ...core.periods import Period
@@ -102,22 +103,30 @@ def _names(engine: sa.Engine) -> dict[int, str]:
 
 
 def _flagged_markdown(flagged: pd.DataFrame, names: dict[int, str], empty: str) -> str:
+    """The flagged series in the four columns that fit the asset page's side panel.
+
+    The other columns (threshold, R², projections) are in capacity_forecasts, which
+    the note under the table names with the as_of day to filter on.
+    """
     if flagged.empty:
         return f"_{empty}_"
+    instance = flagged["instance_id"].map(lambda i: names.get(i, f"#{i}"))
     shown = pd.DataFrame(
         {
-            "instance": flagged["instance_id"].map(lambda i: names.get(i, f"#{i}")),
-            "database": flagged["database_name"].fillna("(instance total)"),
-            "as_of": flagged["as_of"],
-            "days until threshold": flagged["days_until_threshold"],
-            "fitted MB": flagged["fitted_size_mb"],
-            "threshold MB": flagged["threshold_mb"],
+            "instance / database": instance
+            + flagged["database_name"].map(lambda d: "" if pd.isna(d) else f" / {d}"),
+            "days left": flagged["days_until_threshold"],
+            "size MB": flagged["fitted_size_mb"],
             "MB/day": flagged["slope_mb_per_day"].round(1),
-            "R²": flagged["r_squared"].round(3),
         }
     ).head(FLAGGED_SHOWN)
-    more = f"\n\n… and {len(flagged) - FLAGGED_SHOWN} more" if len(flagged) > FLAGGED_SHOWN else ""
-    return shown.to_markdown(index=False) + more
+    more = f"{len(flagged) - FLAGGED_SHOWN} more, and " if len(flagged) > FLAGGED_SHOWN else ""
+    as_of = flagged["as_of"].max()
+    return (
+        markdown_table(shown)
+        + f"\n\nAn instance alone is its total. Size is the fitted trend as of {as_of}; {more}every "
+        f"column (threshold, R², 30/90/180-day projections): table capacity_forecasts, as_of = {as_of}."
+    )
 
 
 def _limits_markdown(latest: pd.DataFrame, names: dict[int, str]) -> str:
@@ -127,24 +136,31 @@ def _limits_markdown(latest: pd.DataFrame, names: dict[int, str]) -> str:
         return "_no series with a capacity limit is at warning or critical_"
     rank = limited["severity"].map(lambda s: -Severity(s).rank)
     ordered = limited.assign(_rank=rank).sort_values(["_rank", "days_until_limit", "used_percent"])
+    instance = ordered["instance_id"].map(lambda i: names.get(i, f"#{i}"))
+    days = [
+        f"{left} ({_interval_text(low, high)})"
+        for left, low, high in zip(
+            ordered["days_until_limit"],
+            ordered["days_until_limit_low"],
+            ordered["days_until_limit_high"],
+            strict=True,
+        )
+    ]
     shown = pd.DataFrame(
         {
             "severity": ordered["severity"],
-            "instance": ordered["instance_id"].map(lambda i: names.get(i, f"#{i}")),
-            "database": ordered["database_name"].fillna("(instance total)"),
-            "limit MB": ordered["limit_mb"],
+            "instance / database": instance
+            + ordered["database_name"].map(lambda d: "" if pd.isna(d) else f" / {d}"),
             "used %": ordered["used_percent"],
-            "days until limit": ordered["days_until_limit"],
-            f"{ordered['interval_percent'].iloc[0]} % interval": [
-                _interval_text(low, high)
-                for low, high in zip(
-                    ordered["days_until_limit_low"], ordered["days_until_limit_high"], strict=True
-                )
-            ],
+            f"days to limit ({ordered['interval_percent'].iloc[0]} %)": days,
         }
     ).head(FLAGGED_SHOWN)
-    more = f"\n\n… and {len(ordered) - FLAGGED_SHOWN} more" if len(ordered) > FLAGGED_SHOWN else ""
-    return shown.to_markdown(index=False) + more
+    more = f"{len(ordered) - FLAGGED_SHOWN} more, and " if len(ordered) > FLAGGED_SHOWN else ""
+    return (
+        markdown_table(shown)
+        + f"\n\nAn instance alone is its total. {more}every column (limit MB, interval bounds): "
+        "table capacity_limit_forecasts."
+    )
 
 
 def _interval_text(low: Any, high: Any) -> str:

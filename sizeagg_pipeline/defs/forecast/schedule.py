@@ -5,6 +5,7 @@ from datetime import datetime, timedelta
 import dagster as dg
 
 from ...core.settings import operations
+from .. import automation
 from ..aggregates.partitions import CALENDAR
 from .asset import capacity_forecast
 
@@ -25,7 +26,7 @@ capacity_forecast_job = dg.define_asset_job(
     cron_schedule=f"{FORECAST_AT.minute} {FORECAST_AT.hour} * * *",
     job=capacity_forecast_job,
     execution_timezone=CALENDAR.timezone,
-    default_status=dg.DefaultScheduleStatus.RUNNING,
+    default_status=automation.SCHEDULE_RUNNING,
     description=(
         f"Every day at {FORECAST_AT:%H:%M} {CALENDAR.timezone}, 30 minutes after the daily tick: "
         "the capacity forecast as of yesterday, which the morning digest reads."

@@ -21,7 +21,6 @@ from ...core import late_data
 from ...core.horizon import Horizon, horizons
 from ...core.levels import LEVELS, level_named
 from ...core.periods import PERIODS, Period
-from ...core.sessions import SyncType
 from ...core.settings import operations, utc_now
 from .. import automation
 from ..aggregates.jobs import PERIOD_JOBS
@@ -80,9 +79,7 @@ def late_data_requests(execution_id: str, plan: late_data.LateDataPlan) -> list[
         for period, windows in plan.items()
         for first, last, levels in late_data.run_groups(windows)
     ]
-    tags = execution_tags(
-        execution_id, SyncType.SCHEDULED, trigger=Trigger.LATE_DATA, periods=list(plan), runs=len(groups)
-    )
+    tags = execution_tags(execution_id, trigger=Trigger.LATE_DATA, periods=list(plan), runs=len(groups))
     requests = []
     for period, first, last, levels in groups:
         run_tags = {**tags, **(range_tags(first.key, last.key) if first != last else {})}

@@ -1,23 +1,45 @@
 """The daily tick: every day at its business time, one execution for the previous business day.
 
-It is a sensor, not a schedule, so that a daemon that was down catches up each
-missed day (at most a week; older days are a backfill's job) with the same run
-keys: a re-evaluated tick launches nothing twice.
+An execution is four period runs (one job per period: assets of different
+partitions definitions cannot share a run), so the tick is four Dagster schedules,
+one per period job, all at SIZEAGG_DAILY_TICK in the business time zone. The
+Automation page shows each one's next tick at that time; the gate sensor then
+writes the session once all four runs ended.
+
+Each schedule requests the partition of its period that contains the due day, with
+the run key `tick:<day>:<period>`: a tick evaluated twice launches nothing twice.
+It also catches up the days since the last day it launched (at most a week;
+older days are a backfill's job), which Dagster's scheduler does not do for
+schedules without a partition set. It skips a day whose execution already
+completed (by `sizeagg run`, a backfill or an earlier tick): the four partitions
+containing it were materialized after the day ended, by runs of one completed
+session.
 """
 
 from datetime import date, datetime, time, timedelta
 
 import dagster as dg
+import sqlalchemy as sa
 
-from ...core.periods import parse_date, windows_for_date
-from ...core.sessions import SyncType
-from ...core.settings import Calendar, operations, utc_now
+from ...core import sessions
+from ...core.periods import PERIODS, Period, window_containing
+from ...core.settings import Calendar, operations
 from .. import automation
+from ..aggregates.assets import assets_of
 from ..aggregates.jobs import PERIOD_JOBS
 from ..aggregates.partitions import CALENDAR
-from ..sessions.vocabulary import ExecutionId, Trigger, execution_tags
+from ..resources import AppDatabase
+from ..sessions.vocabulary import (
+    PARTITION_TAG,
+    TRIGGER_TAG,
+    ExecutionId,
+    Trigger,
+    execution_id_of,
+    execution_tags,
+)
 
-CATCH_UP_DAYS = 7  # a daemon down for longer leaves older days to a backfill
+CATCH_UP_DAYS = 7  # a scheduler down for longer leaves older days to a backfill
+OFF_TICK = time(4, 0)  # the cron of a tick that is off (SIZEAGG_DAILY_TICK=off): never launches
 
 
 def due_day(now: datetime, tick: time, calendar: Calendar = CALENDAR) -> date:
@@ -31,57 +53,115 @@ def due_day(now: datetime, tick: time, calendar: Calendar = CALENDAR) -> date:
     return tick_date - timedelta(days=1)
 
 
-def tick_run_requests(day: date) -> list[dg.RunRequest]:
-    """The four period runs of the scheduled execution for business day `day`."""
-    tags = execution_tags(ExecutionId.tick(day), SyncType.SCHEDULED, trigger=Trigger.TICK, day=day)
-    return [
-        dg.RunRequest(
-            run_key=f"tick:{day.isoformat()}:{period}",
-            job_name=PERIOD_JOBS[period].name,
-            partition_key=window.key,
-            tags=tags,
+def tick_run_request(day: date, period: Period) -> dg.RunRequest:
+    """The run of `period` in the scheduled execution for business day `day`."""
+    tags = execution_tags(ExecutionId.tick(day), trigger=Trigger.TICK)
+    return dg.RunRequest(
+        run_key=f"tick:{day.isoformat()}:{period}",
+        job_name=PERIOD_JOBS[period].name,
+        partition_key=window_containing(period, day).key,
+        tags=tags,
+    )
+
+
+def last_ticked_day(instance: dg.DagsterInstance) -> date | None:
+    """The newest day the daily tick launched (its daily run's partition), if any."""
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(
+            job_name=PERIOD_JOBS[Period.DAILY].name, tags={TRIGGER_TAG: Trigger.TICK.value}
+        ),
+        limit=1,
+    )
+    key = runs[0].tags.get(PARTITION_TAG) if runs else None
+    return date.fromisoformat(key) if key else None
+
+
+def completed_by(
+    instance: dg.DagsterInstance, engine: sa.Engine, day: date, calendar: Calendar = CALENDAR
+) -> str | None:
+    """The completed session of an execution that already covered `day`, if there is one.
+
+    Each of the eight partitions containing `day` (four periods, two levels) must
+    have been materialized after `day` ended (with the day's data complete), by the
+    runs of one execution whose session (found by key in `sizeagg_executions`) completed.
+    """
+    day_end = datetime.combine(day + timedelta(days=1), time(0), calendar.tz).timestamp()
+    execution_ids: set[str | None] = set()
+    for period in PERIODS:
+        key = window_containing(period, day).key
+        for asset in assets_of(period):
+            records = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=asset.key, asset_partitions=[key]), limit=1
+            ).records
+            if not records or records[0].timestamp < day_end:
+                return None
+            run = instance.get_run_by_id(records[0].run_id)
+            execution_ids.add(execution_id_of(run.tags) if run else None)
+    execution_id = execution_ids.pop() if len(execution_ids) == 1 else None
+    if execution_id is None:  # several executions, or a run that belongs to none
+        return None
+    with engine.connect() as conn:  # by key (sizeagg_executions), never a scan of the records
+        session_id = sessions.session_for_execution(conn, execution_id)
+        completed = (
+            session_id is not None
+            and sessions.get_session(conn, session_id).status == sessions.SessionStatus.COMPLETED
         )
-        for period, window in windows_for_date(day).items()
-    ]
+    return session_id if completed else None
 
 
-def daily_tick(
-    now: datetime, cursor: str | None, tick: time, calendar: Calendar = CALENDAR
-) -> dg.SensorResult:
-    """What the tick sensor does at `now`, given the last day it launched (its cursor).
+def days_to_launch(
+    instance: dg.DagsterInstance, engine: sa.Engine, now: datetime, tick: time, calendar: Calendar = CALENDAR
+) -> tuple[list[date], list[str]]:
+    """The days this tick launches, and why the others in its catch-up span are skipped.
 
-    Run keys make a re-evaluated tick (a daemon restart before the cursor was saved)
-    launch nothing twice; the cursor only spares the daemon the duplicate requests.
+    The due day, and every day after the last ticked day (at most CATCH_UP_DAYS back);
+    minus days before the first partition and days already completed.
     """
     due = due_day(now, tick, calendar)
-    if due < calendar.start_date:
-        return dg.SensorResult(skip_reason=f"{due} is before the first partition ({calendar.start_date})")
-    last = parse_date(cursor, "cursor") if cursor else None
-    if last is not None and last >= due:
-        return dg.SensorResult(skip_reason=f"the execution for {due} was launched; next tick {tick} tomorrow")
+    last = last_ticked_day(instance)
     first = due if last is None else max(last + timedelta(days=1), due - timedelta(days=CATCH_UP_DAYS - 1))
-    first = max(first, calendar.start_date)
-    days = [first + timedelta(days=i) for i in range((due - first).days + 1)]
-    requests = [request for day in days for request in tick_run_requests(day)]
-    return dg.SensorResult(run_requests=requests, cursor=due.isoformat())
+    days, skipped = [], []
+    for offset in range(max((due - first).days, 0) + 1):
+        day = min(first, due) + timedelta(days=offset)
+        if day < calendar.start_date:
+            skipped.append(f"{day} is before the first partition ({calendar.start_date})")
+        elif session := completed_by(instance, engine, day, calendar):
+            skipped.append(f"{day} already completed (session {session})")
+        else:
+            days.append(day)
+    return days, skipped
 
 
-def _tick_text() -> str:
+def _build_tick(period: Period) -> dg.ScheduleDefinition:
     tick = operations().daily_tick
-    return tick.strftime("%H:%M") if tick else "(off)"
+    at = tick or OFF_TICK
+    when = f"{at:%H:%M} {CALENDAR.timezone}" if tick else "never (SIZEAGG_DAILY_TICK=off)"
+
+    @dg.schedule(
+        name=f"aggregation_tick_{period}",
+        cron_schedule=f"{at.minute} {at.hour} * * *",
+        execution_timezone=CALENDAR.timezone,
+        job=PERIOD_JOBS[period],
+        default_status=automation.SCHEDULE_RUNNING,
+        description=(
+            f"The daily tick of the {period} aggregates, every day at {when} (SIZEAGG_DAILY_TICK): "
+            f"the {period} partition containing the previous business day, both levels, tagged "
+            "sizeagg/execution=scheduled:<day> like the three other aggregation_tick_* schedules; the "
+            "aggregation_gate sensor writes the session once all four ended. Catches up missed days "
+            "(at most 7) and skips a day whose execution already completed."
+        ),
+    )
+    def _tick(context: dg.ScheduleEvaluationContext, db: AppDatabase) -> dg.SkipReason | list[dg.RunRequest]:
+        if operations().daily_tick is None:
+            return dg.SkipReason("the daily tick is off (SIZEAGG_DAILY_TICK=off)")
+        now = context.scheduled_execution_time or datetime.now(CALENDAR.tz)
+        days, skipped = days_to_launch(context.instance, db.engine, now, at)
+        if not days:
+            return dg.SkipReason("; ".join(skipped) or "nothing due")
+        return [tick_run_request(day, period) for day in days]
+
+    return _tick
 
 
-@automation.sensor(
-    "daily_aggregation_tick",
-    min(operations().sensor_interval, 60),
-    f"Every day at {_tick_text()} {CALENDAR.timezone} (SIZEAGG_DAILY_TICK, 'off' disables it): one "
-    "aggregation execution for the previous business day: its daily partition and the "
-    "weekly, monthly and quarterly partitions containing it, both levels. Runs are "
-    "tagged sizeagg/execution=scheduled:<day>; the gate then writes the session.",
-    jobs=list(PERIOD_JOBS.values()),
-)
-def daily_aggregation_tick(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-    tick = operations().daily_tick
-    if tick is None:
-        return dg.SensorResult(skip_reason="the daily tick is off (SIZEAGG_DAILY_TICK=off)")
-    return daily_tick(utc_now(), context.cursor, tick)
+TICKS: dict[Period, dg.ScheduleDefinition] = {period: _build_tick(period) for period in PERIODS}
+ticks = list(TICKS.values())  # what `load_from_defs_folder` collects

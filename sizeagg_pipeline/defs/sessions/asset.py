@@ -21,6 +21,7 @@ from pydantic import Field
 
 from ...core import sessions
 from ...core.periods import parse_date
+from ...core.schema import active_instances_clause, instances
 from ...core.sessions import Outcome
 from ...dagster_private import Metadata
 from ..aggregates.assets import AGGREGATE_ASSETS, APP_DB_POOL, KINDS, OWNERS
@@ -152,6 +153,9 @@ def aggregation_session(
         raise
     with db.engine.connect() as conn:
         summary = sessions.get_session(conn, session_id)
+        inactive = conn.execute(
+            sa.select(sa.func.count()).select_from(instances).where(sa.not_(active_instances_clause()))
+        ).scalar_one()
     metadata: Metadata = {
         "session_id": summary.session_id,
         "status": summary.status,
@@ -161,6 +165,13 @@ def aggregation_session(
         "successful_instances": summary.successful_instances,
         "failed_instances": summary.failed_instances,
         "dagster/row_count": summary.total_instances,
+        "inactive_instances": inactive,
+        # The aggregates' instances_covered counts every instance with raw rows, inactive ones too.
+        "why total_instances differs from instances_covered": (
+            f"total_instances counts the active instances, one record each; {inactive} inactive or "
+            "deleted instance(s) get no record, but their raw rows still feed the aggregates, whose "
+            "instances_covered counts every instance with raw data"
+        ),
     }
     if summary.status != sessions.SessionStatus.COMPLETED:
         raise dg.Failure(description=execution.reason(), metadata=metadata)

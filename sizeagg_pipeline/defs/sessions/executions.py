@@ -2,8 +2,8 @@
 
 The session step and every sensor judge an execution by the real outcome of its
 runs (status, first error), never by what was asked for. An execution is found by
-its link tag (`vocabulary.py`); a run's period comes from its `sizeagg/period` tag
-(period jobs) or from the aggregate assets it selected (backfill runs).
+its link tag (`vocabulary.py`); a run's period comes from its period job
+or from the aggregate assets it selected (backfill runs).
 """
 
 from __future__ import annotations
@@ -20,17 +20,16 @@ from ...core.periods import PERIODS, Period, key_range, windows_for_date
 from ...core.sessions import EXECUTION_KEY, RUN_IDS_KEY, SESSION_RUN_KEY, Outcome, SyncType
 from ...dagster_private import PartitionBackfill
 from ..aggregates.assets import AGGREGATE_KEYS
+from ..aggregates.jobs import PERIOD_JOBS
 from .vocabulary import (
-    AUTOMATION_TAGS,
     BACKFILL_TAG,
     EXECUTION_TAG,
     PARTITION_TAG,
-    PERIOD_TAG,
     PERIODS_TAG,
     RANGE_END_TAG,
     RANGE_START_TAG,
-    SYNC_TYPE_TAG,
     ExecutionId,
+    sync_type_of,
 )
 
 FINISHED = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
@@ -162,10 +161,13 @@ def _selected(run: dg.DagsterRun) -> list[tuple[Level, Period]]:
     return [AGGREGATE_KEYS[key] for key in run.asset_selection or () if key in AGGREGATE_KEYS]
 
 
+JOB_PERIODS = {job.name: period for period, job in PERIOD_JOBS.items()}
+
+
 def period_of(run: dg.DagsterRun) -> Period | None:
-    """The period a run materialized: its tag, else the one period of its selected assets."""
-    if PERIOD_TAG in run.tags:
-        return Period(run.tags[PERIOD_TAG])
+    """The period a run materialized: its period job's, else the one period of its selected assets."""
+    if run.job_name in JOB_PERIODS:
+        return JOB_PERIODS[run.job_name]
     periods = {period for _, period in _selected(run)}
     return periods.pop() if len(periods) == 1 else None
 
@@ -194,12 +196,6 @@ def period_runs(
             )
         )
     return sorted(result, key=lambda r: (PERIODS.index(r.period), r.first_key))
-
-
-def sync_type_of(tags: Mapping[str, str]) -> SyncType:
-    if SYNC_TYPE_TAG in tags:
-        return SyncType(tags[SYNC_TYPE_TAG])
-    return SyncType.SCHEDULED if any(k in tags for k in AUTOMATION_TAGS) else SyncType.MANUAL
 
 
 def expected_periods(tags: Mapping[str, str]) -> tuple[Period, ...]:

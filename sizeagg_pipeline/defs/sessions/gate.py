@@ -23,7 +23,7 @@ from ..resources import AppDatabase
 from .asset import aggregation_session_job
 from .closer import end_session
 from .executions import period_of, session_run_outcome, tagged
-from .vocabulary import EXECUTION_TAG, GATED_TRIGGERS, PERIOD_TAG, RUNS_TAG, TRIGGER_TAG
+from .vocabulary import EXECUTION_TAG, GATED_TRIGGERS, RUNS_TAG, TRIGGER_TAG
 
 GATE_LOOKBACK = timedelta(days=1)  # a fresh gate still sees executions of the last day
 CURSOR_OVERLAP = timedelta(seconds=5)  # re-read runs updated around the cursor instant
@@ -98,7 +98,7 @@ def decide(
         existing = sessions.session_for_execution(conn, execution_id)
     if existing:  # the gate gave up on it earlier; late successes do not make a second session
         return Decision(True, f"{execution_id}: session {existing}")
-    session_tags = {k: v for k, v in tags.items() if k.startswith("sizeagg/") and k != PERIOD_TAG}
+    session_tags = {k: v for k, v in tags.items() if k.startswith("sizeagg/")}
     request = dg.RunRequest(run_key=f"session:{execution_id}", tags=session_tags)
     return Decision(False, f"{execution_id}: all {expected} period runs succeeded; session step", request)
 

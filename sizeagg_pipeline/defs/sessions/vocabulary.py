@@ -17,20 +17,20 @@ from ...core.owner import Owner
 from ...core.periods import PERIODS, Period
 from ...core.sessions import SyncType
 
-# sizeagg's run tags
+# sizeagg's run tags: the two a person filters runs on. Everything else about a run
+# is derived (a run's period from its job, the sync type from the trigger and the
+# execution id), so a row of the Runs page carries few pills.
 EXECUTION_TAG = "sizeagg/execution"  # the execution a run belongs to (filter on it in the UI)
-SYNC_TYPE_TAG = "sizeagg/sync_type"
-TRIGGER_TAG = "sizeagg/trigger"
-DATE_TAG = "sizeagg/date"  # the business date a tick or CLI execution is for
+TRIGGER_TAG = "sizeagg/trigger"  # what started it: tick, late_data, cli
+# Only on executions that launch fewer or other runs than the four of a tick (late
+# data): the gate needs them to know when the execution is complete.
 PERIODS_TAG = "sizeagg/periods"  # the periods the execution materializes, comma-separated
 RUNS_TAG = "sizeagg/runs"  # how many period runs the execution launches
-PERIOD_TAG = "sizeagg/period"  # on every run of a period job: its period
-# On every run `sizeagg run` executes in process: the process that runs it (core/owner.py)
-HOST_TAG = "sizeagg/host"
-PID_TAG = "sizeagg/pid"
-PROCESS_START_TAG = "sizeagg/process_start"
-PID_NAMESPACE_TAG = "sizeagg/pid_namespace"
-HEARTBEAT_TAG = "sizeagg/heartbeat"  # the process's last sign of life (ISO UTC), renewed while it runs
+# Only on the runs `sizeagg run` executes in process: the process that runs them
+# (core/owner.py: host, pid, start time, pid namespace) and its last sign of life (ISO
+# UTC), renewed while it runs, so that a dead process's runs can be healed.
+OWNER_TAG = "sizeagg/owner"
+HEARTBEAT_TAG = "sizeagg/heartbeat"
 # Dagster's own run tags that sizeagg reads
 BACKFILL_TAG = "dagster/backfill"
 PARTITION_TAG = "dagster/partition"
@@ -42,7 +42,7 @@ AUTOMATION_TAGS = ("dagster/schedule_name", "dagster/sensor_name")
 class Trigger(StrEnum):
     """What started an execution whose runs carry `sizeagg/execution`."""
 
-    TICK = "tick"  # the daily tick sensor
+    TICK = "tick"  # the daily tick schedules
     LATE_DATA = "late_data"  # the raw-data observation sensor
     CLI = "cli"  # `sizeagg run`, which writes its own session
 
@@ -55,13 +55,17 @@ class ExecutionId:
     """The id of each kind of execution: what `sync_details["execution"]` says."""
 
     @staticmethod
+    def tick_prefix() -> str:
+        return "scheduled:"
+
+    @staticmethod
     def tick(day: date) -> str:
-        return f"scheduled:{day.isoformat()}"
+        return f"{ExecutionId.tick_prefix()}{day.isoformat()}"
 
     @staticmethod
     def cli(day: date, sync_type: SyncType) -> str:
-        kind = "scheduled" if sync_type is SyncType.SCHEDULED else "manual"
-        return f"{kind}:{day.isoformat()}:{uuid.uuid4().hex[:8]}"
+        kind = ExecutionId.tick_prefix() if sync_type is SyncType.SCHEDULED else "manual:"
+        return f"{kind}{day.isoformat()}:{uuid.uuid4().hex[:8]}"
 
     @staticmethod
     def late_data(generation: int, digest: str) -> str:
@@ -84,25 +88,36 @@ class ExecutionId:
 
 
 def execution_tags(
-    execution_id: str,
-    sync_type: SyncType,
-    *,
-    trigger: Trigger,
-    periods: Sequence[Period] = PERIODS,
-    runs: int | None = None,
-    day: date | None = None,
+    execution_id: str, *, trigger: Trigger, periods: Sequence[Period] = PERIODS, runs: int | None = None
 ) -> dict[str, str]:
-    """Tags every run of one execution carries."""
-    tags = {
-        EXECUTION_TAG: execution_id,
-        SYNC_TYPE_TAG: sync_type.value,
-        TRIGGER_TAG: trigger.value,
-        PERIODS_TAG: ",".join(p.value for p in periods),
-        RUNS_TAG: str(len(periods) if runs is None else runs),
-    }
-    if day is not None:
-        tags[DATE_TAG] = day.isoformat()
+    """Tags every run of one execution carries: its id and trigger, and what differs from a tick."""
+    tags = {EXECUTION_TAG: execution_id, TRIGGER_TAG: trigger.value}
+    if tuple(periods) != PERIODS:
+        tags[PERIODS_TAG] = ",".join(p.value for p in periods)
+    if (len(periods) if runs is None else runs) != len(PERIODS):
+        tags[RUNS_TAG] = str(len(periods) if runs is None else runs)
     return tags
+
+
+def execution_id_of(tags: Mapping[str, str]) -> str | None:
+    """The execution a period run belongs to: its tag, or its UI backfill; None for a lone run."""
+    if EXECUTION_TAG in tags:
+        return tags[EXECUTION_TAG]
+    if BACKFILL_TAG in tags:
+        return ExecutionId.backfill(tags[BACKFILL_TAG])
+    return None
+
+
+def sync_type_of(tags: Mapping[str, str]) -> SyncType:
+    """Who started a run's execution: the tick and late data are scheduled; `sizeagg run` says
+    so in its execution id; otherwise a schedule's or sensor's run is scheduled, a person's manual."""
+    trigger = tags.get(TRIGGER_TAG)
+    if trigger in (Trigger.TICK.value, Trigger.LATE_DATA.value):
+        return SyncType.SCHEDULED
+    if trigger == Trigger.CLI.value:
+        scheduled = tags.get(EXECUTION_TAG, "").startswith(ExecutionId.tick_prefix())
+        return SyncType.SCHEDULED if scheduled else SyncType.MANUAL
+    return SyncType.SCHEDULED if any(k in tags for k in AUTOMATION_TAGS) else SyncType.MANUAL
 
 
 def range_tags(first_key: str, last_key: str) -> dict[str, str]:
@@ -112,19 +127,9 @@ def range_tags(first_key: str, last_key: str) -> dict[str, str]:
 
 def owner_tags(owner: Owner, heartbeat: str) -> dict[str, str]:
     """Tags of a run executed in process by `owner`, alive at `heartbeat`."""
-    return {
-        HOST_TAG: owner.host,
-        PID_TAG: str(owner.pid),
-        PROCESS_START_TAG: owner.started,
-        PID_NAMESPACE_TAG: owner.namespace,
-        HEARTBEAT_TAG: heartbeat,
-    }
+    return {OWNER_TAG: owner.dump(), HEARTBEAT_TAG: heartbeat}
 
 
 def owner_of(tags: Mapping[str, str]) -> Owner | None:
     """The process that executes a run in process; None for a run Dagster launched."""
-    if HOST_TAG not in tags or PID_TAG not in tags:
-        return None
-    return Owner(
-        tags[HOST_TAG], int(tags[PID_TAG]), tags.get(PROCESS_START_TAG, ""), tags.get(PID_NAMESPACE_TAG, "")
-    )
+    return Owner.load(tags[OWNER_TAG]) if OWNER_TAG in tags else None

@@ -11,13 +11,20 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterator
 from datetime import date, timedelta
+from pathlib import Path
 
 import dagster as dg
 import pytest
 import sqlalchemy as sa
 
 from sizeagg_pipeline.core import schema
-from sizeagg_pipeline.core.periods import Period, window_containing
+from sizeagg_pipeline.core.periods import (
+    Period,
+    span_text,
+    window_containing,
+    window_for_key,
+    windows_between,
+)
 from sizeagg_pipeline.definitions import defs
 from sizeagg_pipeline.defs.aggregates.partitions import CALENDAR
 from sizeagg_pipeline_tests.support.checks import Data, evaluations, recent_days, run_checks
@@ -100,13 +107,14 @@ def test_every_check_passes_on_good_data(
     assert len(events) >= 2  # one per weekly partition of the range
     event = events[-1]
     meta = event.materialization.metadata
-    chart = meta["top_growth_chart"].value
+    chart = meta["Top 10 growth, weekly — chart"].value
     assert isinstance(chart, str)
     assert chart.startswith("![Top ") and "(data:image/png;base64," in chart
     png = base64.b64decode(chart.split("base64,", 1)[1].rstrip(")"))
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
-    assert isinstance(meta["top_growth_table"].value, str)
-    assert "i3 / db1" in meta["top_growth_table"].value
+    table = meta["Top 10 growth, weekly — table"].value
+    assert isinstance(table, str)
+    assert "i3 / db1" in table
     assert "dagster/column_lineage" in meta
 
 
@@ -287,7 +295,7 @@ def add_instances_after(conn: sa.Connection, count: int) -> list[int]:
 # --------------------------------------------------------------------------- the raw horizon
 
 
-def test_a_rewrite_that_keeps_purged_slices_warns_and_checks_only_what_it_wrote(
+def test_a_rewrite_that_keeps_purged_slices_warns_and_compares_only_what_it_wrote(
     engine: sa.Engine, data: Data, dagster_instance: dg.DagsterInstance
 ) -> None:
     assert run_period(dagster_instance, Period.WEEKLY, data.last, first_day=data.first).success
@@ -299,17 +307,99 @@ def test_a_rewrite_that_keeps_purged_slices_warns_and_checks_only_what_it_wrote(
 
     again = run_period(dagster_instance, Period.WEEKLY, data.last, first_day=data.first)
     assert again.success
-    found = {(e.asset_key.to_user_string(), e.check_name): e for e in again.get_asset_check_evaluations()}
-    kept = found[("database_size_weekly", "complete_raw_history")]
-    assert not kept.passed and kept.severity == dg.AssetCheckSeverity.WARN
-    assert kept.description == (
-        f"kept 12 rows of weekly {first_week.key}...{horizon} (2 partitions) in "
-        f"database_size_aggregations: raw data before {horizon} is gone"
-    )
-    third = first_week.next().next()
+    found = {
+        (e.asset_key.to_user_string(), e.check_name, e.partition): e
+        for e in again.get_asset_check_evaluations()
+    }
+    kept_weeks = [first_week, first_week.next()]
+    weeks = windows_between(Period.WEEKLY, *week_keys(data))
     for level in ("database", "instance"):
-        for name in ("data_count_matches_raw", f"one_row_per_{level}"):
-            evaluation = found[(f"{level}_size_weekly", name)]
-            assert evaluation.passed, evaluation.description
-            assert str(evaluation.metadata["windows"].value).startswith(f"weekly {third.start}..")
-    assert all(e.passed for e in run_checks(dagster_instance, "weekly").values())  # on its own too
+        for week in weeks:
+            history = found[(f"{level}_size_weekly", "complete_raw_history", week.key)]
+            assert history.severity == dg.AssetCheckSeverity.WARN
+            if week in kept_weeks:
+                assert not history.passed
+                assert history.description == (
+                    f"{week} was kept as it was, not recomputed: raw data before {horizon} is gone"
+                )
+            else:
+                assert history.passed, history.description
+            for name in ("data_count_matches_raw", f"one_row_per_{level}"):
+                evaluation = found[(f"{level}_size_weekly", name, week.key)]
+                assert evaluation.passed, evaluation.description
+                assert ("not compared" in (evaluation.description or "")) == (week in kept_weeks)
+    on_its_own = run_checks(dagster_instance, "weekly")
+    assert not on_its_own[("database_size_weekly", "complete_raw_history")].passed
+    assert all(e.passed for (_, name), e in on_its_own.items() if name != "complete_raw_history")
+
+
+# --------------------------------------------------------------------------- what the Checks tab shows
+
+
+def test_every_non_blocking_check_can_be_executed_on_its_own() -> None:
+    """Dagster's canExecuteIndividually: nothing else shares the check's execution set."""
+    graph = defs.resolve_asset_graph()
+    keys = list(graph.asset_check_keys)
+    assert len(keys) == 8 * 3 + 2 + 2
+    sets: dict[str, int] = {}
+    entities: list[dg.AssetKey | dg.AssetCheckKey] = [*graph.get_all_asset_keys(), *keys]
+    for entity in entities:
+        identifier = graph.get_execution_set_identifier(entity)
+        if identifier is not None:
+            sets[identifier] = sets.get(identifier, 0) + 1
+    for key in keys:
+        identifier = graph.get_execution_set_identifier(key)
+        individually = identifier is None or sets[identifier] == 1
+        blocking = graph.get(key).blocking
+        assert individually != blocking, (key, blocking)
+        assert blocking == (key.name == "raw_rows_valid"), key
+
+
+def test_a_ranged_run_records_one_evaluation_per_partition_and_nothing_skipped(
+    engine: sa.Engine, data: Data, tmp_path: Path
+) -> None:
+    """Dagster plans each check of a partitioned run once per partition: each plan gets its evaluation."""
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        assert run_period(instance, Period.WEEKLY, data.last, first_day=data.first).success
+        weeks = [w.key for w in windows_between(Period.WEEKLY, *week_keys(data))]
+        for name in ("raw_rows_valid", "data_count_matches_raw", "one_row_per_database"):
+            key = dg.AssetCheckKey(dg.AssetKey("database_size_weekly"), name)
+            records = instance.event_log_storage.get_asset_check_execution_history(key, limit=100)
+            assert sorted(r.partition for r in records if r.partition) == weeks, name
+            assert {r.status.value for r in records} == {"SUCCEEDED"}, name
+            numbers = [r.evaluation.metadata for r in records if r.evaluation]
+            assert len(numbers) == len(weeks)
+            assert all("windows_checked" not in m for m in numbers)  # one window each: per-window numbers
+        count = instance.event_log_storage.get_asset_check_execution_history(
+            dg.AssetCheckKey(dg.AssetKey("database_size_weekly"), "data_count_matches_raw"), limit=1
+        )[0]
+        assert count.evaluation is not None
+        meta = count.evaluation.metadata
+        assert meta["rows_checked"].value == 6  # three instances × two databases in one week
+        assert meta["windows"].value == f"weekly {weeks[-1]}..{window_for_key(Period.WEEKLY, weeks[-1]).end}"
+
+
+def test_launched_on_its_own_a_check_covers_the_chosen_or_recent_windows(
+    engine: sa.Engine, data: Data, dagster_instance: dg.DagsterInstance
+) -> None:
+    assert run_period(dagster_instance, Period.WEEKLY, data.last, first_day=data.first).success
+    weeks = windows_between(Period.WEEKLY, *week_keys(data))
+    recent = run_checks(dagster_instance, "weekly")[("database_size_weekly", "data_count_matches_raw")]
+    assert recent.passed
+    assert (
+        recent.metadata["windows_checked"].value == len(weeks)
+        and recent.metadata["failing_windows"].value == 0
+    )
+    assert "rows_checked" not in recent.metadata  # numbers over several windows carry other names
+    chosen = run_checks(dagster_instance, "weekly", {"windows": weeks[-1].key})[
+        ("database_size_weekly", "one_row_per_database")
+    ]
+    assert (
+        chosen.passed
+        and chosen.metadata["windows"].value == f"weekly {span_text(weeks[-1].start, weeks[-1].end)}"
+    )
+    assert chosen.metadata["groups_with_raw_data"].value == 6
+
+
+def week_keys(data: Data) -> tuple[str, str]:
+    return window_containing(Period.WEEKLY, data.first).key, window_containing(Period.WEEKLY, data.last).key

@@ -56,7 +56,7 @@ def test_gate_waits_for_all_four_then_launches_the_session_step(
     [request] = ready.run_requests
     assert request.run_key == f"session:{EXECUTION}"
     assert request.tags[vocabulary.EXECUTION_TAG] == EXECUTION
-    assert request.tags[vocabulary.SYNC_TYPE_TAG] == "scheduled_task"
+    assert vocabulary.sync_type_of(request.tags) == "scheduled_task"
     # a re-evaluation asks for the same run key: the daemon launches it once
     assert [r.run_key for r in gate(dagster_instance, data, waiting.cursor).run_requests] == [request.run_key]
 
@@ -124,8 +124,7 @@ def test_cancelled_period_run_fails_the_session(
         dagster_instance,
         job_name="quarterly_aggregation_job",
         status=dg.DagsterRunStatus.CANCELED,
-        # what every run of a period job carries (the job's tags)
-        tags={**gated_tags(), "dagster/partition": quarterly, vocabulary.PERIOD_TAG: "quarterly"},
+        tags={**gated_tags(), "dagster/partition": quarterly},
     )
     assert not gate(dagster_instance, data).run_requests
     [session_id] = session_ids_of(data, EXECUTION)
