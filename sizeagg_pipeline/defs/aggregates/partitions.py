@@ -35,3 +35,11 @@ def context_windows(
     """The windows of a run, whether it holds one partition or a range."""
     key_range = context.partition_key_range
     return windows_between(period, key_range.start, key_range.end)
+
+
+def materialized(instance: dg.DagsterInstance, asset: dg.AssetKey, partition: str) -> bool:
+    """Has `partition` of `asset` ever been materialized (its latest record exists)?"""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset, asset_partitions=[partition]), limit=1
+    )
+    return bool(records.records)

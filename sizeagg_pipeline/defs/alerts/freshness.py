@@ -24,8 +24,7 @@ from ...core.periods import Period, Window, window_containing
 from ...core.settings import alerting, operations, utc_now
 from .. import automation
 from ..aggregates.assets import AGGREGATE_ASSETS
-from ..aggregates.partitions import CALENDAR
-from ..sessions.executions import materialized
+from ..aggregates.partitions import CALENDAR, materialized
 
 FRESHNESS_CHECK = "freshness_check"  # Dagster's name for its freshness checks
 DEADLINE = alerting().freshness_deadline

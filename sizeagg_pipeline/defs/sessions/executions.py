@@ -21,6 +21,7 @@ from ...core.sessions import EXECUTION_KEY, RUN_IDS_KEY, SESSION_RUN_KEY, Outcom
 from ...dagster_private import PartitionBackfill
 from ..aggregates.assets import AGGREGATE_KEYS
 from ..aggregates.jobs import PERIOD_JOBS
+from ..aggregates.partitions import materialized
 from .vocabulary import (
     BACKFILL_TAG,
     EXECUTION_TAG,
@@ -231,13 +232,6 @@ def tagged(instance: dg.DagsterInstance, execution_id: str, tags: Mapping[str, s
     return linked(
         instance, execution_id, {EXECUTION_TAG: execution_id}, sync_type_of(tags), expected_periods(tags)
     )
-
-
-def materialized(instance: dg.DagsterInstance, asset: dg.AssetKey, partition: str) -> bool:
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=asset, asset_partitions=[partition]), limit=1
-    )
-    return bool(records.records)
 
 
 def standalone(instance: dg.DagsterInstance, run_id: str, day: date, sync_type: SyncType) -> Execution:
