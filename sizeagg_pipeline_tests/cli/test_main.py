@@ -8,6 +8,7 @@ command line on a PostgreSQL database that holds the origin's tables.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -101,7 +102,7 @@ def test_failed_session_exits_non_zero(app_url: str, tmp_path: Path) -> None:
     engine.dispose()
     run = _sizeagg(tmp_path, "run", "--date", "2026-05-31")
     assert run.returncode == 1
-    # a line per period run and the session on stdout; the one reason on stderr
+    # a line per period run, the session and its alert on stdout; the one reason on stderr
     lines = run.stdout.splitlines()
     assert [line.split(" (")[0] for line in lines[:4]] == [
         "2026-05-31: daily 2026-05-31 FAILED",
@@ -109,7 +110,10 @@ def test_failed_session_exits_non_zero(app_url: str, tmp_path: Path) -> None:
         "2026-05-31: monthly 2026-05-01 FAILED",
         "2026-05-31: quarterly 2026-04-01 FAILED",
     ]
-    assert len(lines) == 5 and lines[4].endswith(" failed: 2 instances, 0 succeeded, 2 failed")
+    assert len(lines) == 6 and lines[4].endswith(" failed: 2 instances, 0 succeeded, 2 failed")
+    assert re.fullmatch(
+        r"alert: session:[0-9a-f-]{36}:\d{4}-\d\d-\d\d recorded \(no alert channel configured\)", lines[5]
+    )
     [reason] = run.stderr.splitlines()
     assert reason.startswith(
         "sizeagg run: 2026-05-31: session failed: aggregation failed: daily partition 2026-05-31 (run "
