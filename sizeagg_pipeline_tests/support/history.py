@@ -87,7 +87,8 @@ def backfill(
         result = defs.resolve_job_def(PERIOD_JOBS[period].name).execute_in_process(
             run_config=QUIET, instance=instance, tags=tags, raise_on_error=False
         )
-        assert result.success, f"{period} backfill run failed"
+        failures = [e.message for e in result.all_events if e.is_failure]
+        assert result.success, f"{period} backfill run failed: {failures}"
     run_session_job(instance, {BACKFILL_TAG: backfill_id})
     (session_id,) = session_ids_of(engine, f"backfill:{backfill_id}")
     return session_id
