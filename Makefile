@@ -37,7 +37,7 @@ demo: venv $(DAGSTER_HOME)/dagster.yaml
 # The suite runs every database test on SQLite and on a PostgreSQL server it starts
 # itself; `postgres` installs Debian's server package when it is missing (root + apt).
 test: venv postgres
-	$(BIN)/pytest -q -n 4
+	$(BIN)/pytest -q -n 4 --dist loadgroup
 
 postgres:
 	.ci/ensure-postgres
