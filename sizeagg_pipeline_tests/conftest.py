@@ -38,6 +38,7 @@ from sizeagg_pipeline_tests.support.postgres import PostgresServer, running_serv
 SLOW_LANES = 2
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the node ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     slow = [item for item in items if item.get_closest_marker("slow")]
     modules = sorted({item.nodeid.split("::")[0] for item in slow})
