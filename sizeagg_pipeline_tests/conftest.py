@@ -29,22 +29,18 @@ from sizeagg_pipeline_tests.support.origin_schema import (
 )
 from sizeagg_pipeline_tests.support.postgres import PostgresServer, running_server
 
-# Tests marked `slow` start Dagster processes (webserver, daemon, code servers) or
-# `sizeagg run` subprocesses and wait on them. `make test` runs four tests at a time
-# (pytest-xdist, `--dist loadgroup`); more than two such tests at once on a 2-core
-# machine starve each other past their timeouts. So each slow module is one group,
-# pinned to one of two lanes: a module's tests stay together (its module fixtures run
-# once) and at most two slow tests run at a time, beside the fast ones.
-SLOW_LANES = 2
+# Tests marked `slow` start Dagster processes (webserver, daemon, code servers, a run
+# worker per run) or `sizeagg run` subprocesses and wait on them. `make test` runs
+# four tests at a time (pytest-xdist, `--dist loadgroup`), but two such tests at once
+# on a 2-core machine already starve each other past their timeouts (load above 30).
+# So the slow tests run one after the other in one lane, beside the fast ones.
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the node ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    slow = [item for item in items if item.get_closest_marker("slow")]
-    modules = sorted({item.nodeid.split("::")[0] for item in slow})
-    lane = {module: f"slow-{i % SLOW_LANES}" for i, module in enumerate(modules)}
-    for item in slow:
-        item.add_marker(pytest.mark.xdist_group(lane[item.nodeid.split("::")[0]]))
+    for item in items:
+        if item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.xdist_group("slow"))
 
 
 def _sqlite_url(tmp_path: Path) -> str:
