@@ -29,19 +29,6 @@ from sizeagg_pipeline_tests.support.origin_schema import (
 )
 from sizeagg_pipeline_tests.support.postgres import PostgresServer, running_server
 
-# Tests marked `slow` start Dagster processes (webserver, daemon, code servers, a run
-# worker per run) or `sizeagg run` subprocesses and wait on them. `make test` runs
-# four tests at a time (pytest-xdist, `--dist loadgroup`), but two such tests at once
-# on a 2-core machine already starve each other past their timeouts (load above 30).
-# So the slow tests run one after the other in one lane, beside the fast ones.
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the node ids
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.get_closest_marker("slow"):
-            item.add_marker(pytest.mark.xdist_group("slow"))
-
 
 def _sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'app.db'}"
