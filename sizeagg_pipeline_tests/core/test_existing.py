@@ -271,7 +271,18 @@ def test_init_db_changes_nothing_when_it_reports_a_problem(
     ]
     assert (
         "rolled back: added   unique index uq_database_size_aggregation on database_size_aggregations "
-        "(instance_id, database_name, period_type, period_start)\nrolled back: created capacity_forecasts\n"
+        "(instance_id, database_name, period_type, period_start)\n"
+        + "".join(
+            f"rolled back: created {table}\n"
+            for table in (
+                "capacity_alerts",
+                "capacity_forecasts",
+                "capacity_limit_forecasts",
+                "capacity_limits",
+                "raw_horizons",
+                "sizeagg_executions",
+            )
+        )
     ) in captured.out
     assert captured.err == (
         "sizeagg init-db: error: 4 PROBLEM line(s) above, nothing was changed: "

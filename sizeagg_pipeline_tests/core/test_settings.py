@@ -84,7 +84,10 @@ def test_channels(monkeypatch: pytest.MonkeyPatch) -> None:
             {"SIZEAGG_FRESHNESS_DEADLINE": "off"},
             "SIZEAGG_FRESHNESS_DEADLINE='off' is not a HH:MM time of day",
         ),
-        ({"SIZEAGG_GROWTH_ALERT_PERCENT": "0"}, "SIZEAGG_GROWTH_ALERT_PERCENT=0 must be at least 1"),
+        (
+            {"SIZEAGG_GROWTH_ALERT_PERCENT": "0"},
+            "SIZEAGG_GROWTH_ALERT_PERCENT='0' is not a whole number of at least 1",
+        ),
     ],
 )
 def test_bad_settings_name_the_variable(
