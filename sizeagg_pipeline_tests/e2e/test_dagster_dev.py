@@ -285,7 +285,7 @@ mutation($s: ScheduleSelector!, $t: Float) {
 
 
 def test_every_schedule_runs_on_a_fresh_deployment(deployment: Deployment) -> None:
-    """The four tick schedules and the forecast's are RUNNING, in the business time zone."""
+    """The four tick schedules, the forecast's and both retentions' are RUNNING, in business time."""
     data = deployment.dagster.graphql(SCHEDULES, {"r": deployment.dagster.repository_selector()})
     found = {
         s["name"]: (s["scheduleState"]["status"], s["executionTimezone"])
@@ -295,6 +295,8 @@ def test_every_schedule_runs_on_a_fresh_deployment(deployment: Deployment) -> No
     assert found == {
         **{f"aggregation_tick_{p}": ("RUNNING", zone) for p in PERIODS},
         "capacity_forecast_schedule": ("RUNNING", zone),
+        "retention_schedule": ("RUNNING", zone),
+        "dagster_run_retention": ("RUNNING", zone),
     }
 
 
