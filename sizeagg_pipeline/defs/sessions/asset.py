@@ -8,6 +8,10 @@ success. However the step ends, the session ends: `except BaseException` catches
 termination (`DagsterExecutionInterruptedError` is not an `Exception`). When the
 application database cannot be reached at that moment (a restart, a failover), the
 step keeps trying for FINALISE_PATIENCE before it leaves the session to the sensors.
+
+A backfill launches this step as soon as the upstream partitions are materialized,
+while their runs may still be evaluating checks; the step waits (up to RUNS_PATIENCE)
+for the runs of its execution to finish, so it judges outcomes, not runs in flight.
 """
 
 import datetime as dt
@@ -29,7 +33,7 @@ from ..aggregates.lineage import session_metadata
 from ..aggregates.partitions import CALENDAR
 from ..resources import AppDatabase
 from .closer import end_session
-from .executions import execution_of_session_run, interruption
+from .executions import Execution, execution_of_session_run, interruption
 
 
 class SessionConfig(dg.Config):
@@ -54,6 +58,7 @@ class SessionConfig(dg.Config):
 
 
 T = TypeVar("T")
+RUNS_PATIENCE = dt.timedelta(minutes=10)  # how long the step waits for its execution's runs to end
 FINALISE_PATIENCE = dt.timedelta(minutes=2)  # how long finalising waits for the database to be back
 BACKOFF_CAP = 15.0  # seconds: the longest wait between two tries
 
@@ -90,6 +95,22 @@ class Patience:
                 wait = min(wait * 2, BACKOFF_CAP)
 
 
+def settled(context: dg.AssetExecutionContext, day: dt.date) -> Execution:
+    """The step's execution once every run of it has finished (or RUNS_PATIENCE is spent)."""
+    deadline = time.monotonic() + RUNS_PATIENCE.total_seconds()
+    told = ""
+    while True:
+        execution = execution_of_session_run(context.instance, context.run, day)
+        busy = execution.unfinished
+        if not busy or time.monotonic() >= deadline:
+            return execution
+        names = ", ".join(f"{r.period} run {r.run_id[:8]} ({r.status.value})" for r in busy)
+        if names != told:
+            context.log.info(f"waiting for {names} to finish before judging the execution")
+            told = names
+        _hold(min(2.0, max(deadline - time.monotonic(), 0)))
+
+
 def _hold(seconds: float) -> None:
     """Sleep in short steps, so a termination interrupts it at once."""
     deadline = time.monotonic() + seconds
@@ -114,7 +135,7 @@ def aggregation_session(
     context: dg.AssetExecutionContext, db: AppDatabase, config: SessionConfig
 ) -> dg.MaterializeResult:
     run_id = context.run.run_id
-    execution = execution_of_session_run(context.instance, context.run, config.day())
+    execution = settled(context, config.day())
     with db.engine.begin() as conn:
         session_id = sessions.open_session(
             conn, sync_type=execution.sync_type, details=execution.details(run_id)

@@ -58,7 +58,12 @@ class PeriodRun:
         return self.status == dg.DagsterRunStatus.SUCCESS
 
     def failure_text(self) -> str:
-        verb = "was cancelled" if self.status == dg.DagsterRunStatus.CANCELED else "failed"
+        if self.status == dg.DagsterRunStatus.CANCELED:
+            verb = "was cancelled"
+        elif self.status in FINISHED:
+            verb = "failed"
+        else:
+            verb = f"had not finished ({self.status.value})"
         text = f"{self.period} partition {self.partitions} (run {self.run_id[:8]}) {verb}"
         return f"{text}: {self.error}" if self.error else text
 
@@ -73,6 +78,10 @@ class Execution:
     @property
     def failures(self) -> list[PeriodRun]:
         return [r for r in self.runs if not r.succeeded]
+
+    @property
+    def unfinished(self) -> list[PeriodRun]:
+        return [r for r in self.runs if r.status not in FINISHED]
 
     @property
     def ok(self) -> bool:

@@ -1,13 +1,17 @@
 """defs/sessions/asset.py: the session step ends its session however the step ends.
 
 A database error while it writes the records fails every record; launched by hand
-for a date whose partitions never ran, it fails rather than completes; a PostgreSQL
-restart while it finalises is waited out. Terminate and SIGKILL of a real run
+for a date whose partitions never ran, it fails rather than completes; a run of its
+execution still in flight is waited for; a PostgreSQL restart while it finalises is
+waited out. Terminate and SIGKILL of a real run
 worker are in e2e/test_dagster_dev.py.
 """
 
 from __future__ import annotations
 
+import threading
+import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -15,7 +19,11 @@ import pytest
 import sqlalchemy as sa
 
 from sizeagg_pipeline.core import schema
+from sizeagg_pipeline.core.periods import Period
+from sizeagg_pipeline.defs.aggregates.jobs import PERIOD_JOBS
+from sizeagg_pipeline.defs.sessions import asset
 from sizeagg_pipeline.defs.sessions.asset import aggregation_session_job
+from sizeagg_pipeline.defs.sessions.vocabulary import PARTITION_TAG
 from sizeagg_pipeline_tests.support.crashes import RUNNING_SESSIONS, cli_env, count, kill, start_holding
 from sizeagg_pipeline_tests.support.dagster_processes import wait_for
 from sizeagg_pipeline_tests.support.data import three_active_one_inactive
@@ -100,3 +108,60 @@ def test_a_postgresql_restart_while_the_step_finalises_still_completes_the_sessi
         [session] = all_session_rows(engine)
         assert_ended(engine, session["session_id"], "completed", total=ACTIVE)
         engine.dispose()
+
+
+def _unfinished_weekly_run(instance: dg.DagsterInstance) -> dg.DagsterRun:
+    """A weekly run of the execution that has materialized but not yet ended (its checks still run)."""
+    run = dg.DagsterRun(
+        job_name=PERIOD_JOBS[Period.WEEKLY].name,
+        run_id=str(uuid.uuid4()),
+        status=dg.DagsterRunStatus.STARTED,
+        tags={**gated_tags(), PARTITION_TAG: tick_partitions(DAY)["weekly"]},
+    )
+    return instance.add_run(run)
+
+
+def test_the_step_waits_for_the_runs_of_its_execution_to_end(
+    data: sa.Engine, dagster_instance: dg.DagsterInstance
+) -> None:
+    """A backfill launches the step once the partitions are materialized; a run of the
+    execution still evaluating its checks is waited for, not judged failed."""
+    run_period_jobs(dagster_instance, gated_tags(), tick_partitions(DAY))
+    run = _unfinished_weekly_run(dagster_instance)
+
+    def step_waits() -> bool:
+        steps = dagster_instance.get_runs(dg.RunsFilter(job_name=aggregation_session_job.name))
+        return any(
+            f"waiting for weekly run {run.run_id[:8]}" in (record.user_message or "")
+            for step in steps
+            for record in dagster_instance.all_logs(step.run_id)
+        )
+
+    def end_the_run_once_the_step_waits() -> None:
+        wait_for(step_waits, timeout=60, what="the session step to wait", interval=0.2)
+        dagster_instance.report_dagster_event(
+            dg.DagsterEvent(dg.DagsterEventType.RUN_SUCCESS.value, job_name=run.job_name), run.run_id
+        )
+
+    ender = threading.Thread(target=end_the_run_once_the_step_waits)
+    ender.start()
+    result = run_session_job(dagster_instance, gated_tags())
+    ender.join()
+    assert dagster_instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.SUCCESS
+    assert result.dagster_run.status == dg.DagsterRunStatus.SUCCESS
+    [session_id] = session_ids_of(data, EXECUTION)
+    assert_ended(data, session_id, "completed", total=ACTIVE)
+
+
+def test_a_run_that_never_ends_fails_the_session_after_the_patience(
+    data: sa.Engine, dagster_instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(asset, "RUNS_PATIENCE", timedelta(seconds=1))
+    run_period_jobs(dagster_instance, gated_tags(), tick_partitions(DAY))
+    run = _unfinished_weekly_run(dagster_instance)
+    result = run_session_job(dagster_instance, gated_tags())
+    assert result.dagster_run.status == dg.DagsterRunStatus.FAILURE
+    [session_id] = session_ids_of(data, EXECUTION)
+    assert_ended(
+        data, session_id, "failed", total=ACTIVE, message=f"(run {run.run_id[:8]}) had not finished (STARTED)"
+    )
