@@ -147,7 +147,8 @@ def test_the_step_waits_for_the_runs_of_its_execution_to_end(
     ender.start()
     result = run_session_job(dagster_instance, gated_tags())
     ender.join()
-    assert dagster_instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.SUCCESS
+    ended = dagster_instance.get_run_by_id(run.run_id)
+    assert ended is not None and ended.status == dg.DagsterRunStatus.SUCCESS
     assert result.dagster_run.status == dg.DagsterRunStatus.SUCCESS
     [session_id] = session_ids_of(data, EXECUTION)
     assert_ended(data, session_id, "completed", total=ACTIVE)
