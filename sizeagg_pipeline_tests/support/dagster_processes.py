@@ -234,6 +234,10 @@ def start_dagster(
     full_env = {**os.environ, **env, "DAGSTER_HOME": str(home)}
     web = ["-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
     if services:
+        # Both services would create a fresh instance's SQLite tables at once and one of
+        # them can lose that race ("table instigators already exists"): create them first.
+        create = "import sys, dagster as dg; dg.DagsterInstance.from_config(sys.argv[1]).dispose()"
+        subprocess.run([str(BIN / "python"), "-c", create, str(home)], env=full_env, check=True, timeout=120)
         commands = {
             "webserver": [str(BIN / "dagster-webserver"), *web],
             "daemon": [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"],

@@ -76,6 +76,25 @@ def last_ticked_day(instance: dg.DagsterInstance) -> date | None:
     return date.fromisoformat(key) if key else None
 
 
+LOOK_BACK = 10  # materializations of one partition searched for the last execution's
+
+
+def _last_execution(instance: dg.DagsterInstance, asset: dg.AssetKey, key: str, day_end: float) -> str | None:
+    """The execution of the newest materialization of the partition written after `day_end`
+    by a run of an execution (not a lone run); None if there is none."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset, asset_partitions=[key]), limit=LOOK_BACK
+    ).records
+    for record in records:
+        if record.timestamp < day_end:
+            return None
+        run = instance.get_run_by_id(record.run_id)
+        execution_id = execution_id_of(run.tags) if run else None
+        if execution_id is not None:
+            return execution_id
+    return None
+
+
 def completed_by(
     instance: dg.DagsterInstance, engine: sa.Engine, day: date, calendar: Calendar = CALENDAR
 ) -> str | None:
@@ -84,21 +103,17 @@ def completed_by(
     Each of the eight partitions containing `day` (four periods, two levels) must
     have been materialized after `day` ended (with the day's data complete), by the
     runs of one execution whose session (found by key in `sizeagg_executions`) completed.
+    Later runs that belong to no execution (the demo's history runs, a lone launch in
+    the UI) rewrite the same slices and do not undo that.
     """
     day_end = datetime.combine(day + timedelta(days=1), time(0), calendar.tz).timestamp()
     execution_ids: set[str | None] = set()
     for period in PERIODS:
         key = window_containing(period, day).key
         for asset in assets_of(period):
-            records = instance.fetch_materializations(
-                dg.AssetRecordsFilter(asset_key=asset.key, asset_partitions=[key]), limit=1
-            ).records
-            if not records or records[0].timestamp < day_end:
-                return None
-            run = instance.get_run_by_id(records[0].run_id)
-            execution_ids.add(execution_id_of(run.tags) if run else None)
+            execution_ids.add(_last_execution(instance, asset.key, key, day_end))
     execution_id = execution_ids.pop() if len(execution_ids) == 1 else None
-    if execution_id is None:  # several executions, or a run that belongs to none
+    if execution_id is None:  # several executions, or a partition no execution wrote after the day
         return None
     with engine.connect() as conn:  # by key (sizeagg_executions), never a scan of the records
         session_id = sessions.session_for_execution(conn, execution_id)
