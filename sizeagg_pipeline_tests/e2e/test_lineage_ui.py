@@ -94,6 +94,8 @@ def test_lineage_as_the_ui_sees_it(webserver: DagsterProcesses) -> None:
         "raw_rows_valid": True,
         "data_count_matches_raw": False,
         "one_row_per_instance": False,
+        "complete_raw_history": False,
+        "freshness_check": False,
     }
     assert check_names("database_size_stats") == {"no_invalid_rows": False}
     assert check_names("aggregation_session") == {
