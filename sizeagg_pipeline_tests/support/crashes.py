@@ -171,17 +171,24 @@ class Wedge:
 def start_holders(
     engine: sa.Engine, instance: dg.DagsterInstance, env: dict[str, str], day: date, logs: Path, count_: int
 ) -> list[subprocess.Popen[str]]:
-    """`count_` executions whose session steps hold their sessions and slots, once they all do."""
-    procs = [start_holding(env, day, logs / f"holding-{i}.log") for i in range(count_)]
+    """`count_` executions whose session steps hold their sessions and slots, started one at a time.
+
+    One at a time because Dagster's SQLite event-log storage claims a slot with
+    `SELECT … FOR UPDATE SKIP LOCKED`, a no-op on SQLite: two processes claiming at
+    the same instant can take the same slot row (docs/operations.md, "Pool slots").
+    """
+    procs: list[subprocess.Popen[str]] = []
     try:
-        wait_for(
-            lambda: (
-                count(engine, RUNNING_SESSIONS) == count_
-                and claimed_by(instance, [p.pid for p in procs]) == count_
-            ),
-            timeout=360,
-            what=f"{count_} session steps holding their sessions and slots",
-        )
+        for i in range(count_):
+            procs.append(start_holding(env, day, logs / f"holding-{i}.log"))
+            wait_for(
+                lambda: (
+                    count(engine, RUNNING_SESSIONS) == len(procs)
+                    and claimed_by(instance, [p.pid for p in procs]) == len(procs)
+                ),
+                timeout=240,
+                what=f"{len(procs)} session step(s) holding their sessions and slots",
+            )
     except TimeoutError as exc:
         kill(procs)
         raise TimeoutError(f"{exc}; runs by pid: {runs_by_process(instance)}") from None
@@ -211,6 +218,7 @@ def wedged(
     wedge = Wedge(holding, [], [logs / f"holding-{i}.log" for i in range(2)])
     try:
         before = count(engine, UNLINKED)
+        # Started together: on SQLite the lock would also hold back their registration.
         wedge.blocked = [start_cli(env, day, logs / f"blocked-{i}.log") for i in range(2)]
         wedge.logs += [logs / f"blocked-{i}.log" for i in range(2)]
         # each registers its execution, then runs into the lock while it holds a slot
@@ -218,7 +226,7 @@ def wedged(
         with writes_blocked(engine):
             wait_for(
                 lambda: claimed_by(instance, [p.pid for p in wedge.procs]) == 4,
-                timeout=120,
+                timeout=180,
                 what="four app_db slots held by the four processes",
             )
             try:
