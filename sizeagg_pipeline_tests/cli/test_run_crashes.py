@@ -1,7 +1,7 @@
 """cli/run.py: `sizeagg run` killed with SIGKILL never wedges the next one.
 
 Four real processes are killed at once, each holding an `app_db` slot (the shipped
-limit): two while their session step holds its session, two while a period step
+limit): three while their session step holds its session, one while a period step
 waits on a lock. The next `sizeagg run` heals all of it before it starts — runs
 FAILURE, slots free, every session failed with the reason — and completes. A run
 that waits for a slot says who holds it, and heals the holders once they die.

@@ -8,9 +8,10 @@ Two moments of a crash, each reached for sure, not by timing:
 * `start_cli` under `writes_blocked`: the real `sizeagg run` command, whose period
   step waits on a write lock the test holds while it holds its pool slot.
 
-`wedge` kills two of each at once: the four slots of the shipped `dagster.yaml`
-held by dead processes, four runs STARTED, two sessions `running`, two executions
-without a session — the state in which every later run used to wait for ever.
+`wedged` kills three holders and one blocked run at once: the four slots of the
+shipped `dagster.yaml` held by dead processes, four runs STARTED, three sessions
+`running`, one execution without a session — the state in which every later run used
+to wait for ever.
 """
 
 from __future__ import annotations
@@ -210,19 +211,22 @@ def runs_by_process(instance: dg.DagsterInstance) -> dict[str, list[str]]:
 def wedged(
     engine: sa.Engine, instance: dg.DagsterInstance, env: dict[str, str], day: date, logs: Path
 ) -> Iterator[Wedge]:
-    """Two holding executions and two `sizeagg run` blocked in a step: every slot held.
+    """Three holding executions and one `sizeagg run` blocked in a step: every slot held.
 
-    The processes are killed at the latest on exit, before the write lock is released.
+    One blocked run, not two: two started together claim their slots in the same instant
+    (see start_holders), and on SQLite the lock cannot be taken before the second
+    registers its execution. The processes are killed at the latest on exit, before the
+    write lock is released.
     """
-    holding = start_holders(engine, instance, env, day, logs, 2)
-    wedge = Wedge(holding, [], [logs / f"holding-{i}.log" for i in range(2)])
+    holding = start_holders(engine, instance, env, day, logs, 3)
+    wedge = Wedge(holding, [], [logs / f"holding-{i}.log" for i in range(3)])
     try:
         before = count(engine, UNLINKED)
-        # Started together: on SQLite the lock would also hold back their registration.
-        wedge.blocked = [start_cli(env, day, logs / f"blocked-{i}.log") for i in range(2)]
-        wedge.logs += [logs / f"blocked-{i}.log" for i in range(2)]
-        # each registers its execution, then runs into the lock while it holds a slot
-        wait_for(lambda: count(engine, UNLINKED) == before + 2, timeout=120, what="two registered executions")
+        log = logs / "blocked.log"
+        wedge.blocked.append(start_cli(env, day, log))
+        wedge.logs.append(log)
+        # it registers its execution, then runs into the lock while it holds a slot
+        wait_for(lambda: count(engine, UNLINKED) == before + 1, timeout=120, what="a registered execution")
         with writes_blocked(engine):
             wait_for(
                 lambda: claimed_by(instance, [p.pid for p in wedge.procs]) == 4,
