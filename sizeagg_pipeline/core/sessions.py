@@ -430,21 +430,20 @@ def unlinked_executions(conn: sa.Connection) -> list[Unlinked]:
     return [Unlinked(execution_id, owner, created_at) for execution_id, owner, created_at in rows]
 
 
-def link_existing_sessions(conn: sa.Connection) -> int:
-    """Link the aggregation sessions written before `sizeagg_executions` existed; returns how many.
-
-    Once, from `init-db`: each unlinked session's first record names its execution
-    and session run. Reads one record per session through the session_id index.
-    """
+def unlinked_sessions() -> sa.Select[tuple[str, Any]]:
+    """Aggregation sessions without a link, each with its first record's `sync_details`."""
     records = sync_instance_records.c
     first_details = (
         sa.select(records.sync_details)
         .where(records.session_id == sync_sessions.c.session_id)
-        .order_by(records.id)
+        # `id + 0`, not `id`: PostgreSQL would walk the primary key from the start for
+        # each session, filtering on session_id (7.8 min for 3 years of history on the
+        # benchmark's machine, 2.8 s this way); an expression sends it to the session_id index.
+        .order_by(records.id + 0)
         .limit(1)
         .scalar_subquery()
     )
-    unlinked = (
+    return (
         sa.select(sync_sessions.c.session_id, first_details)
         .where(
             sync_sessions.c.sync_category == CATEGORY,
@@ -452,8 +451,16 @@ def link_existing_sessions(conn: sa.Connection) -> int:
         )
         .order_by(sync_sessions.c.id)
     )
+
+
+def link_existing_sessions(conn: sa.Connection) -> int:
+    """Link the aggregation sessions written before `sizeagg_executions` existed; returns how many.
+
+    Once, from `init-db`: each unlinked session's first record names its execution
+    and session run. Reads one session's records at a time through the session_id index.
+    """
     linked = 0
-    for session_id, details in conn.execute(unlinked).all():
+    for session_id, details in conn.execute(unlinked_sessions()).all():
         if isinstance(details, str):  # SQLite: the JSON text of a correlated subquery
             details = json.loads(details)
         if isinstance(details, dict) and details.get(EXECUTION_KEY):
