@@ -393,7 +393,7 @@ def views_snapshot(conn: sa.Connection) -> dict[str, dict[str, Any]]:
 
 def _pairs(conn: sa.Connection, query: str, relation: str) -> dict[str, str]:
     """The two columns of a catalog query about one relation (`:r`), as a dict."""
-    return dict(conn.execute(sa.text(query), {"r": relation}).tuples().all())
+    return {key: value for key, value in conn.execute(sa.text(query), {"r": relation})}
 
 
 def column_types(conn: sa.Connection, relation: str) -> dict[str, str]:
