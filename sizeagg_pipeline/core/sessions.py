@@ -438,7 +438,7 @@ def unlinked_sessions() -> sa.Select[tuple[str, Any]]:
         .where(records.session_id == sync_sessions.c.session_id)
         # `id + 0`, not `id`: PostgreSQL would walk the primary key from the start for
         # each session, filtering on session_id (7.8 min for 3 years of history on the
-        # benchmark's machine, 2.8 s this way); an expression sends it to the session_id index.
+        # benchmark's machine, 2.6 s this way); an expression sends it to the session_id index.
         .order_by(records.id + 0)
         .limit(1)
         .scalar_subquery()
